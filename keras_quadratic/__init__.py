@@ -1,0 +1,15 @@
+"""keras-quadratic: quadratic neural networks and ReLinear for Keras 3."""
+
+from keras_quadratic import layers
+from keras_quadratic import optimizers
+from keras_quadratic import regularizers
+from keras_quadratic.layers import CompactQuadraticConv1D
+from keras_quadratic.layers import CompactQuadraticConv2D
+from keras_quadratic.layers import CompactQuadraticConv3D
+from keras_quadratic.layers import CompactQuadraticDense
+from keras_quadratic.layers import QuadraticConv1D
+from keras_quadratic.layers import QuadraticConv2D
+from keras_quadratic.layers import QuadraticConv3D
+from keras_quadratic.layers import QuadraticDense
+
+__version__ = "0.1.0"

@@ -1,0 +1,235 @@
+"""The quadratic neuron, shared by the convolution and dense layers.
+
+Full neuron:     y = act((W_r x + b_r) * (W_g x + b_g) + W_b (x*x) + c)
+Compact neuron:  y = act(W_r x + W_b (x*x) + b_r)
+
+W_r, b_r are `kernel`, `bias` (exactly as in the Keras counterpart); W_g, b_g
+are `gate_kernel`, `gate_bias`; W_b, c are `square_kernel`, `square_bias`.
+The defaults are the ReLinear initialization (W_g = 0, b_g = 1, W_b = 0,
+c = 0): at initialization the layer computes what its Keras counterpart with
+the same `kernel` and `bias` computes.
+"""
+
+import keras
+from keras import constraints
+from keras import initializers
+from keras import regularizers
+
+from keras_quadratic.regularizers import ReLinear
+
+GATE = "gate"
+SQUARE = "square"
+_GROUP_ATTRIBUTE = "_keras_quadratic_group"
+
+
+def quadratic_group(variable):
+    """Returns "gate", "square" or None: the ReLinear group a layer declared.
+
+    Quadratic layers tag the variables they create; the ReLinear optimizer
+    and the monitor read that tag rather than guessing from names.
+    """
+    return getattr(variable, _GROUP_ATTRIBUTE, None)
+
+
+def _tag(variable, group):
+    setattr(variable, _GROUP_ATTRIBUTE, group)
+    return variable
+
+
+class _SumRegularizer(keras.regularizers.Regularizer):
+    """The sum of two penalties on one weight (not serialized on its own)."""
+
+    def __init__(self, first, second):
+        self.first = first
+        self.second = second
+
+    def __call__(self, x):
+        return self.first(x) + self.second(x)
+
+
+def _positive_int(value, name, layer):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(
+            f"{layer}: argument `{name}` must be a positive integer. "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
+class QuadraticLayer(keras.layers.Layer):
+    """Base of every quadratic layer: the quadratic weights and the neuron.
+
+    Subclasses give the linear map (`_linear`), the shapes and the output
+    axis; this class creates `gate_*`/`square_*` weights, tags them, adds the
+    ReLinear penalty and combines the terms.
+    """
+
+    compact = False
+
+    def __init__(
+        self,
+        gate_kernel_initializer="zeros",
+        gate_bias_initializer="ones",
+        square_kernel_initializer="zeros",
+        square_bias_initializer="zeros",
+        gate_kernel_regularizer=None,
+        gate_bias_regularizer=None,
+        square_kernel_regularizer=None,
+        square_bias_regularizer=None,
+        gate_kernel_constraint=None,
+        gate_bias_constraint=None,
+        square_kernel_constraint=None,
+        square_bias_constraint=None,
+        relinear_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        quadratic = {
+            "gate_kernel": (gate_kernel_initializer, gate_kernel_regularizer,
+                            gate_kernel_constraint),
+            "gate_bias": (gate_bias_initializer, gate_bias_regularizer,
+                          gate_bias_constraint),
+            "square_kernel": (square_kernel_initializer,
+                              square_kernel_regularizer,
+                              square_kernel_constraint),
+            "square_bias": (square_bias_initializer, square_bias_regularizer,
+                            square_bias_constraint),
+        }
+        for weight, (init, reg, cons) in quadratic.items():
+            setattr(self, f"{weight}_initializer", initializers.get(init))
+            setattr(self, f"{weight}_regularizer", regularizers.get(reg))
+            setattr(self, f"{weight}_constraint", constraints.get(cons))
+        if relinear_regularizer is not None and not isinstance(
+            relinear_regularizer, ReLinear
+        ):
+            if isinstance(relinear_regularizer, dict):
+                relinear_regularizer = keras.saving.deserialize_keras_object(
+                    relinear_regularizer
+                )
+            if not isinstance(relinear_regularizer, ReLinear):
+                raise TypeError(
+                    f"{type(self).__name__}: argument `relinear_regularizer` "
+                    "must be a keras_quadratic.regularizers.ReLinear or None. "
+                    f"Received: {relinear_regularizer!r}"
+                )
+        self.relinear_regularizer = relinear_regularizer
+
+    # -- weights -----------------------------------------------------------
+    def _add_quadratic_weight(self, name, shape, group, reference):
+        regularizer = getattr(self, f"{name}_regularizer")
+        if self.relinear_regularizer is not None:
+            penalty = self.relinear_regularizer.penalty(group, reference)
+            if penalty is not None:
+                regularizer = (
+                    penalty if regularizer is None
+                    else _SumRegularizer(regularizer, penalty)
+                )
+        variable = self.add_weight(
+            name=name,
+            shape=shape,
+            initializer=getattr(self, f"{name}_initializer"),
+            regularizer=regularizer,
+            constraint=getattr(self, f"{name}_constraint"),
+            trainable=True,
+            dtype=self.dtype,
+        )
+        return _tag(variable, group)
+
+    def _build_neuron(self, kernel_shape, units):
+        """Creates all weights. `units` is the number of outputs."""
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=kernel_shape,
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+            trainable=True,
+            dtype=self.dtype,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(units,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                trainable=True,
+                dtype=self.dtype,
+            )
+        self.gate_kernel = self.gate_bias = self.square_bias = None
+        if not self.compact:
+            self.gate_kernel = self._add_quadratic_weight(
+                "gate_kernel", kernel_shape, GATE, 0.0
+            )
+            self.gate_bias = self._add_quadratic_weight(
+                "gate_bias", (units,), GATE, 1.0
+            )
+        self.square_kernel = self._add_quadratic_weight(
+            "square_kernel", kernel_shape, SQUARE, 0.0
+        )
+        if self.use_bias and not self.compact:
+            self.square_bias = self._add_quadratic_weight(
+                "square_bias", (units,), SQUARE, 0.0
+            )
+
+    # -- computation -------------------------------------------------------
+    def _linear(self, inputs, kernel):
+        """The linear map of the layer (a convolution or a matmul)."""
+        raise NotImplementedError
+
+    def _add_bias(self, outputs, bias):
+        raise NotImplementedError
+
+    def _split_outputs(self, outputs):
+        raise NotImplementedError
+
+    def _concat_inputs(self, first, second):
+        raise NotImplementedError
+
+    def call(self, inputs):
+        ops = keras.ops
+        inputs = ops.cast(inputs, self.compute_dtype)
+        squared = ops.square(inputs)
+        if self.compact:
+            # One linear map over [x, x*x] with the kernels stacked on the
+            # input axis: W_r x + W_b x^2 in one pass.
+            kernel = ops.concatenate(
+                [self.kernel, self.square_kernel], axis=-2
+            )
+            outputs = self._linear(
+                self._concat_inputs(inputs, squared), kernel
+            )
+            if self.use_bias:
+                outputs = self._add_bias(outputs, self.bias)
+        else:
+            # W_r x and W_g x as one linear map with twice the outputs.
+            kernel = ops.concatenate([self.kernel, self.gate_kernel], axis=-1)
+            linear, gate = self._split_outputs(self._linear(inputs, kernel))
+            if self.use_bias:
+                linear = self._add_bias(linear, self.bias)
+            gate = self._add_bias(gate, self.gate_bias)
+            square = self._linear(squared, self.square_kernel)
+            if self.use_bias:
+                square = self._add_bias(square, self.square_bias)
+            outputs = ops.add(ops.multiply(linear, gate), square)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    # -- config ------------------------------------------------------------
+    def _quadratic_config(self):
+        config = {}
+        for weight in ("gate_kernel", "gate_bias", "square_kernel",
+                       "square_bias"):
+            config[f"{weight}_initializer"] = initializers.serialize(
+                getattr(self, f"{weight}_initializer"))
+            config[f"{weight}_regularizer"] = regularizers.serialize(
+                getattr(self, f"{weight}_regularizer"))
+            config[f"{weight}_constraint"] = constraints.serialize(
+                getattr(self, f"{weight}_constraint"))
+        config["relinear_regularizer"] = (
+            None if self.relinear_regularizer is None
+            else keras.saving.serialize_keras_object(self.relinear_regularizer)
+        )
+        return config
