@@ -36,7 +36,9 @@ def _gamma(value, name):
     return float(value)
 
 
-@keras.saving.register_keras_serializable(package="keras_quadratic")
+@keras.saving.register_keras_serializable(
+    package="keras_quadratic", name="ReLinearOptimizer"
+)
 class ReLinear(keras.optimizers.Optimizer):
     """Wraps `optimizer` so that the quadratic weights take shrunk steps.
 

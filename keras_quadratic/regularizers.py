@@ -50,7 +50,9 @@ class _DistancePenalty(keras.regularizers.Regularizer):
         return penalty
 
 
-@keras.saving.register_keras_serializable(package="keras_quadratic")
+@keras.saving.register_keras_serializable(
+    package="keras_quadratic", name="ReLinearRegularizer"
+)
 class ReLinear:
     """ReLinear regularizer for quadratic layers (`relinear_regularizer=`).
 

@@ -153,9 +153,13 @@ class BaseQuadraticConv(QuadraticLayer):
         )
 
     def _add_bias(self, outputs, bias):
-        if self.data_format == "channels_first":
-            bias = keras.ops.reshape(bias, (-1,) + (1,) * self.rank)
-        return keras.ops.add(outputs, bias)
+        if self.data_format == "channels_last":
+            return keras.ops.add(outputs, bias)
+        # Plain broadcasting: on TensorFlow, `ops.add` turns a vector-like
+        # operand into `bias_add` and guesses NHWC when the last spatial
+        # size equals the number of filters (keras 3.15), adding the bias
+        # on the wrong axis.
+        return outputs + keras.ops.reshape(bias, (-1,) + (1,) * self.rank)
 
     def _split_outputs(self, outputs):
         return keras.ops.split(outputs, 2, axis=self._channel_axis)

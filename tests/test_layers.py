@@ -1,0 +1,369 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import random
+from conftest import to_numpy
+from reference import conv_nd
+from reference import quadratic
+
+import keras_quadratic as kq
+from keras_quadratic import regularizers
+
+FULL = {1: kq.QuadraticConv1D, 2: kq.QuadraticConv2D, 3: kq.QuadraticConv3D}
+COMPACT = {
+    1: kq.CompactQuadraticConv1D,
+    2: kq.CompactQuadraticConv2D,
+    3: kq.CompactQuadraticConv3D,
+}
+KERAS_CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D,
+              3: keras.layers.Conv3D}
+SPATIAL = {1: (11,), 2: (9, 8), 3: (6, 5, 7)}
+
+CONV_CASES = [
+    # rank, kwargs
+    (1, dict(kernel_size=3)),
+    (1, dict(kernel_size=3, padding="causal", dilation_rate=2)),
+    (1, dict(kernel_size=4, strides=2, padding="same")),
+    (2, dict(kernel_size=3, padding="same")),
+    (2, dict(kernel_size=(3, 2), strides=(2, 1))),
+    (2, dict(kernel_size=3, dilation_rate=2, padding="same")),
+    (2, dict(kernel_size=3, strides=2, padding="same",
+             data_format="channels_first")),
+    (2, dict(kernel_size=3, use_bias=False)),
+    (3, dict(kernel_size=2, strides=(1, 2, 1))),
+    (3, dict(kernel_size=3, padding="same", data_format="channels_first")),
+]
+
+
+def _input(rank, kwargs, channels=3, batch=2, seed=0):
+    if kwargs.get("data_format") == "channels_first":
+        return random((batch, channels) + SPATIAL[rank], seed)
+    return random((batch,) + SPATIAL[rank] + (channels,), seed)
+
+
+def _randomize(layer, seed=1):
+    """Random values for every weight (no ReLinear structure left)."""
+    for i, w in enumerate(layer.weights):
+        w.assign(random(w.shape, seed + i, scale=0.3))
+    return {w.path.split("/")[-1]: to_numpy(w) for w in layer.weights}
+
+
+@pytest.mark.parametrize("compact", [False, True], ids=["full", "compact"])
+@pytest.mark.parametrize("rank,kwargs", CONV_CASES)
+def test_relinear_init_equals_keras_conv(rank, kwargs, compact):
+    x = _input(rank, kwargs)
+    layer = (COMPACT if compact else FULL)[rank](5, activation="relu",
+                                                 **kwargs)
+    conv = KERAS_CONV[rank](5, activation="relu", **kwargs)
+    y = to_numpy(layer(x))
+    conv.build(x.shape)
+    conv.set_weights([to_numpy(layer.kernel)]
+                     + ([to_numpy(layer.bias)] if layer.use_bias else []))
+    # the linear part's shapes are exactly the Keras layer's
+    assert [tuple(w.shape) for w in conv.weights] == [
+        tuple(layer.kernel.shape)
+    ] + ([tuple(layer.bias.shape)] if layer.use_bias else [])
+    expected = to_numpy(conv(x))
+    assert y.shape == expected.shape
+    assert np.abs(expected).max() > 0
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("compact", [False, True], ids=["full", "compact"])
+@pytest.mark.parametrize("rank,kwargs", CONV_CASES)
+def test_conv_matches_float64_reference(rank, kwargs, compact):
+    x = _input(rank, kwargs)
+    layer = (COMPACT if compact else FULL)[rank](4, **kwargs)
+    layer.build(x.shape)
+    weights = _randomize(layer)
+    y = to_numpy(layer(x))
+    cf = kwargs.get("data_format") == "channels_first"
+    padding = kwargs.get("padding", "valid")
+    norm = lambda v: (v,) * rank if isinstance(v, int) else tuple(v)  # noqa
+    strides = norm(kwargs.get("strides", 1))
+    dilation = norm(kwargs.get("dilation_rate", 1))
+
+    def linear(inputs, kernel):
+        return conv_nd(inputs, kernel, strides, padding, dilation, cf)
+
+    expected = quadratic(linear, x, weights, compact,
+                         kwargs.get("use_bias", True), cf)
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("compact", [False, True], ids=["full", "compact"])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_dense_matches_keras_and_reference(compact, use_bias):
+    x = random((4, 3, 6))
+    cls = kq.CompactQuadraticDense if compact else kq.QuadraticDense
+    layer = cls(5, use_bias=use_bias)
+    dense = keras.layers.Dense(5, use_bias=use_bias)
+    y = to_numpy(layer(x))
+    dense.build(x.shape)
+    dense.set_weights([to_numpy(w) for w in (layer.kernel, layer.bias)
+                       if w is not None])
+    np.testing.assert_allclose(y, to_numpy(dense(x)), rtol=1e-5, atol=1e-5)
+    weights = _randomize(layer)
+    expected = quadratic(lambda a, k: a @ k, x, weights, compact, use_bias)
+    np.testing.assert_allclose(to_numpy(layer(x)), expected, rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_weight_names_and_shapes():
+    full = kq.QuadraticConv2D(6, 3)
+    full.build((None, 8, 8, 4))
+    assert [w.path.split("/")[-1] for w in full.weights] == [
+        "kernel", "bias", "gate_kernel", "gate_bias", "square_kernel",
+        "square_bias"]
+    assert tuple(full.gate_kernel.shape) == (3, 3, 4, 6)
+    compact = kq.CompactQuadraticConv2D(6, 3)
+    compact.build((None, 8, 8, 4))
+    assert [w.path.split("/")[-1] for w in compact.weights] == [
+        "kernel", "bias", "square_kernel"]
+    no_bias = kq.QuadraticDense(3, use_bias=False)
+    no_bias.build((None, 4))
+    assert [w.path.split("/")[-1] for w in no_bias.weights] == [
+        "kernel", "gate_kernel", "gate_bias", "square_kernel"]
+    np.testing.assert_array_equal(to_numpy(no_bias.gate_bias), np.ones(3))
+    np.testing.assert_array_equal(to_numpy(no_bias.gate_kernel), 0)
+    np.testing.assert_array_equal(to_numpy(no_bias.square_kernel), 0)
+
+
+def test_global_image_data_format():
+    keras.config.set_image_data_format("channels_first")
+    layer = kq.QuadraticConv2D(5, 3, padding="same")
+    assert layer.data_format == "channels_first"
+    x = random((2, 3, 8, 8))
+    assert tuple(layer(x).shape) == (2, 5, 8, 8)
+
+
+@pytest.mark.parametrize(
+    "layer,input_shape,expected",
+    [
+        (kq.QuadraticConv2D(7, 3, strides=2), (None, 15, 16, 3),
+         (None, 7, 7, 7)),
+        (kq.CompactQuadraticConv1D(4, 5, padding="same"), (None, None, 2),
+         (None, None, 4)),
+        (kq.QuadraticConv3D(2, 3, data_format="channels_first"),
+         (None, 3, 5, 6, 7), (None, 2, 3, 4, 5)),
+        (kq.QuadraticDense(9), (None, 4, 5), (None, 4, 9)),
+    ],
+)
+def test_symbolic_shapes(layer, input_shape, expected):
+    inputs = keras.Input(batch_shape=input_shape)
+    outputs = layer(inputs)
+    assert tuple(outputs.shape) == expected
+    assert layer.compute_output_shape(input_shape) == expected
+    model = keras.Model(inputs, outputs)
+    concrete = tuple(2 if d is None else d for d in input_shape)
+    y = model(random(concrete))
+    assert tuple(y.shape) == tuple(
+        2 if d is None else d for d in layer.compute_output_shape(concrete))
+
+
+def _train_one_step(model, x, y):
+    before = [to_numpy(w) for w in model.trainable_weights]
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    model.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
+    return [
+        (w.path, float(np.abs(to_numpy(w) - b).max()))
+        for w, b in zip(model.trainable_weights, before)
+    ]
+
+
+@pytest.mark.parametrize("compact", [False, True], ids=["full", "compact"])
+def test_gradients_reach_every_weight(compact):
+    conv = kq.CompactQuadraticConv2D if compact else kq.QuadraticConv2D
+    dense = kq.CompactQuadraticDense if compact else kq.QuadraticDense
+    model = keras.Sequential([
+        keras.Input((6, 6, 2)),
+        conv(3, 3, activation="tanh"),
+        keras.layers.Flatten(),
+        dense(2),
+    ])
+    moved = _train_one_step(model, random((8, 6, 6, 2)), random((8, 2), 1))
+    assert len(moved) == (6 if not compact else 3) * 2
+    for path, change in moved:
+        assert change > 0, f"{path} did not move"
+
+
+def _all_kwargs_layer():
+    return kq.QuadraticConv2D(
+        4, (3, 2), strides=(1, 2), padding="same", data_format="channels_last",
+        activation="relu", use_bias=True, kernel_initializer="he_normal",
+        bias_initializer=keras.initializers.Constant(0.1),
+        kernel_regularizer=keras.regularizers.L2(1e-3),
+        bias_regularizer=keras.regularizers.L1(1e-3),
+        activity_regularizer=keras.regularizers.L2(1e-4),
+        kernel_constraint=keras.constraints.MaxNorm(3.0),
+        bias_constraint=keras.constraints.NonNeg(),
+        gate_kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+        gate_bias_initializer="ones", square_kernel_initializer="zeros",
+        square_bias_initializer="zeros",
+        gate_kernel_regularizer=keras.regularizers.L2(1e-2),
+        gate_bias_regularizer=None, square_kernel_regularizer="l1",
+        square_bias_regularizer=None,
+        gate_kernel_constraint=keras.constraints.MaxNorm(1.0),
+        gate_bias_constraint=None, square_kernel_constraint=None,
+        square_bias_constraint=keras.constraints.NonNeg(),
+        relinear_regularizer=regularizers.ReLinear(1e-3, 1e-2, 1e-4, 1e-3),
+        name="q",
+    )
+
+
+def test_get_config_round_trip():
+    layer = _all_kwargs_layer()
+    config = layer.get_config()
+    clone = kq.QuadraticConv2D.from_config(config)
+    assert clone.get_config() == config
+    assert config["relinear_regularizer"]["config"]["gate_l2"] == 1e-2
+    # every constructor argument is in the config
+    import inspect
+    params = set()
+    for cls in (kq.layers.BaseQuadraticConv, kq.layers.QuadraticLayer):
+        params |= set(inspect.signature(cls.__init__).parameters)
+    params -= {"self", "rank", "kwargs"}
+    assert params <= set(config), params - set(config)
+    dense = kq.CompactQuadraticDense(3, activation="gelu")
+    assert kq.CompactQuadraticDense.from_config(
+        dense.get_config()).get_config() == dense.get_config()
+    # the registered name is what Keras deserializes
+    restored = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert type(restored) is kq.QuadraticConv2D
+
+
+@pytest.mark.parametrize("compact", [False, True], ids=["full", "compact"])
+def test_keras_file_round_trip(tmp_path, compact):
+    conv = kq.CompactQuadraticConv2D if compact else kq.QuadraticConv2D
+    inputs = keras.Input((8, 8, 3))
+    h = conv(4, 3, padding="same", activation="relu",
+             relinear_regularizer=regularizers.ReLinear(square_l2=1e-3))(inputs)
+    h = kq.QuadraticConv1D(2, 3)(keras.layers.Reshape((64, 4))(h))
+    outputs = kq.QuadraticDense(3)(keras.layers.Flatten()(h))
+    model = keras.Model(inputs, outputs)
+    for layer in model.layers:
+        if isinstance(layer, kq.layers.QuadraticLayer):
+            _randomize(layer)
+    x = random((2, 8, 8, 3), 5)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(to_numpy(loaded(x)), to_numpy(model(x)))
+    assert isinstance(loaded.layers[1].relinear_regularizer,
+                      regularizers.ReLinear)
+    np.testing.assert_allclose(
+        sum(float(to_numpy(v)) for v in loaded.losses),
+        sum(float(to_numpy(v)) for v in model.losses), rtol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("compact", [False, True], ids=["full", "compact"])
+def test_mixed_precision(policy, compact):
+    x = random((2, 8, 8, 3), scale=0.5)
+    conv = kq.CompactQuadraticConv2D if compact else kq.QuadraticConv2D
+    reference = conv(4, 3, padding="same")
+    reference.build(x.shape)
+    weights = _randomize(reference)
+    expected = to_numpy(reference(x))
+    keras.config.set_dtype_policy(policy)
+    layer = conv(4, 3, padding="same")
+    layer.build(x.shape)
+    for w in layer.weights:
+        w.assign(weights[w.path.split("/")[-1]])
+    assert all(w.dtype == "float32" for w in layer.weights)
+    y = layer(x)
+    compute = policy.split("_")[1]
+    assert keras.backend.standardize_dtype(y.dtype) == compute
+    tolerance = 2e-2 if compute == "float16" else 1e-1
+    np.testing.assert_allclose(to_numpy(y).astype("float32"), expected,
+                               rtol=tolerance, atol=tolerance)
+
+
+def test_mixed_precision_trains():
+    keras.config.set_dtype_policy("mixed_float16")
+    model = keras.Sequential([
+        keras.Input((6, 6, 2)), kq.QuadraticConv2D(3, 3), keras.layers.Flatten(),
+        keras.layers.Dense(2, dtype="float32")])
+    model.compile(kq.optimizers.ReLinear(keras.optimizers.SGD(0.01),
+                                         gamma_g=1.0, gamma_b=1.0),
+                  "mse", auto_scale_loss=True)
+    history = model.fit(random((8, 6, 6, 2)), random((8, 2), 1), epochs=2,
+                        verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert float(np.abs(to_numpy(model.layers[0].gate_kernel)).max()) > 0
+
+
+def test_relinear_regularizer_values():
+    reg = regularizers.ReLinear(gate_l1=0.1, gate_l2=0.2, square_l1=0.3,
+                                square_l2=0.4)
+    layer = kq.QuadraticDense(3, relinear_regularizer=reg,
+                              kernel_regularizer=keras.regularizers.L2(0.5))
+    layer.build((None, 4))
+    # zero at the ReLinear initialization (the kernel's own L2 aside)
+    kernel_l2 = 0.5 * np.sum(to_numpy(layer.kernel) ** 2)
+    np.testing.assert_allclose(float(sum(to_numpy(v) for v in layer.losses)),
+                               kernel_l2, rtol=1e-5)
+    w = _randomize(layer)
+    gate = [w["gate_kernel"], w["gate_bias"] - 1.0]
+    square = [w["square_kernel"], w["square_bias"]]
+    expected = 0.5 * np.sum(w["kernel"] ** 2)
+    expected += sum(0.1 * np.abs(a).sum() + 0.2 * (a ** 2).sum() for a in gate)
+    expected += sum(0.3 * np.abs(a).sum() + 0.4 * (a ** 2).sum()
+                    for a in square)
+    total = float(sum(to_numpy(v) for v in layer.losses))
+    np.testing.assert_allclose(total, expected, rtol=1e-5)
+    # in model.losses too
+    model = keras.Sequential([keras.Input((4,)), layer])
+    np.testing.assert_allclose(
+        float(sum(to_numpy(v) for v in model.losses)), expected, rtol=1e-5)
+
+
+def test_relinear_regularizer_combines_with_weight_regularizer():
+    layer = kq.QuadraticDense(
+        2, gate_bias_regularizer=keras.regularizers.L1(1.0),
+        relinear_regularizer=regularizers.ReLinear(gate_l2=1.0))
+    layer.build((None, 3))
+    layer.gate_bias.assign(np.array([2.0, -1.0], "float32"))
+    # L1 on the value (3) + L2 on the distance from 1 (1 + 4)
+    np.testing.assert_allclose(
+        float(sum(to_numpy(v) for v in layer.losses)), 8.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "build,match",
+    [
+        (lambda: kq.QuadraticConv2D(0, 3), "filters"),
+        (lambda: kq.QuadraticConv2D(-2, 3), "filters"),
+        (lambda: kq.QuadraticConv2D(4, 0), "kernel_size"),
+        (lambda: kq.QuadraticConv2D(4, (3, 3, 3)), "kernel_size"),
+        (lambda: kq.QuadraticConv2D(4, 3, padding="full"), "padding"),
+        (lambda: kq.QuadraticConv2D(4, 3, padding="causal"), "padding"),
+        (lambda: kq.CompactQuadraticConv3D(4, 3, data_format="nhwc"),
+         "data_format"),
+        (lambda: kq.QuadraticDense(0), "units"),
+        (lambda: kq.CompactQuadraticDense(2.5), "units"),
+        (lambda: regularizers.ReLinear(gate_l1=-1.0), "gate_l1"),
+        (lambda: regularizers.ReLinear(square_l2=float("nan")), "square_l2"),
+        (lambda: kq.QuadraticDense(3, relinear_regularizer="l2"),
+         "relinear_regularizer"),
+    ],
+)
+def test_bad_arguments(build, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        build()
+
+
+def test_bad_inputs_at_call():
+    layer = kq.QuadraticConv2D(4, 3)
+    layer(random((1, 8, 8, 3)))
+    with pytest.raises(ValueError, match="quadratic_conv2d"):
+        layer(random((1, 8, 8, 5)))  # channels differ from the build
+    with pytest.raises(ValueError, match="ndim"):
+        layer(random((1, 8, 3)))  # wrong rank
+    dense = kq.QuadraticDense(2)
+    dense(random((2, 4)))
+    with pytest.raises(ValueError, match="quadratic_dense"):
+        dense(random((2, 5)))
