@@ -1,0 +1,329 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from conftest import random
+from conftest import to_numpy
+
+import keras_quadratic as kq
+from keras_quadratic.optimizers import ReLinear
+
+GROUPS = {"gate_kernel": "g", "gate_bias": "g", "square_kernel": "b",
+          "square_bias": "b"}
+
+OPTIMIZERS = {
+    "sgd": lambda: keras.optimizers.SGD(0.05),
+    "sgd_momentum": lambda: keras.optimizers.SGD(0.05, momentum=0.9),
+    "adam": lambda: keras.optimizers.Adam(1e-2),
+    "adamw": lambda: keras.optimizers.AdamW(1e-2, weight_decay=0.1),
+}
+
+
+def _model(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6, 6, 2))
+    h = kq.QuadraticConv2D(
+        3, 3, activation="relu",
+        gate_kernel_initializer=keras.initializers.RandomNormal(0.0, 0.1),
+        square_kernel_initializer=keras.initializers.RandomNormal(0.0, 0.1),
+    )(inputs)
+    h = keras.layers.Flatten()(h)
+    outputs = kq.CompactQuadraticDense(2)(h)
+    return keras.Model(inputs, outputs)
+
+
+def _data():
+    return random((16, 6, 6, 2), 3), random((16, 2), 4)
+
+
+def _reference(name):
+    """The unwrapped optimizer, with weight decay excluded from the
+    quadratic weights as the wrapper does."""
+    optimizer = OPTIMIZERS[name]()
+    optimizer.exclude_from_weight_decay(var_names=["gate_", "square_"])
+    return optimizer
+
+
+def _steps(model, before):
+    """Step of each weight, keyed by position and weight name."""
+    return {(i, w.path.split("/")[-1]): to_numpy(w) - b
+            for i, (w, b) in enumerate(zip(model.weights, before))}
+
+
+def _one_fit_step(optimizer, weights):
+    model = _model()
+    model.set_weights(weights)
+    model.compile(optimizer, "mse")
+    x, y = _data()
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    return model
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_step_ratios_inside_fit(name):
+    gamma_g, gamma_b = 0.1, 0.01
+    base = _model()
+    weights = base.get_weights()
+    plain = _one_fit_step(_reference(name), weights)
+    wrapped = _one_fit_step(
+        ReLinear(OPTIMIZERS[name](), gamma_g=gamma_g, gamma_b=gamma_b),
+        weights)
+    plain_steps = _steps(plain, weights)
+    wrapped_steps = _steps(wrapped, weights)
+    seen = set()
+    for path, step in plain_steps.items():
+        group = GROUPS.get(path[1])
+        gamma = {"g": gamma_g, "b": gamma_b, None: 1.0}[group]
+        assert np.abs(step).max() > 0, path
+        np.testing.assert_allclose(wrapped_steps[path], gamma * step,
+                                   rtol=1e-3, atol=1e-7 * gamma,
+                                   err_msg=str(path))
+        seen.add(group)
+    assert seen == {"g", "b", None}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_step_ratios_over_several_applies(name):
+    """Same gradients, several steps: the wrapped optimizer's state sees
+    the same gradients, so each step keeps the ratio."""
+    model = _model()
+    variables = model.trainable_variables
+    start = [to_numpy(v) for v in variables]
+    grads = [[random(v.shape, 10 * s + i) for i, v in enumerate(variables)]
+             for s in range(3)]
+    results = {}
+    for label, optimizer in (
+        ("plain", _reference(name)),
+        ("wrapped", ReLinear(OPTIMIZERS[name](), gamma_g=0.5, gamma_b=0.25)),
+    ):
+        for v, s in zip(variables, start):
+            v.assign(s)
+        for g in grads:
+            optimizer.apply([keras.ops.convert_to_tensor(x) for x in g],
+                            variables)
+        results[label] = [to_numpy(v) - s for v, s in zip(variables, start)]
+        assert int(to_numpy(optimizer.iterations)) == 3
+    for v, plain, wrapped in zip(variables, results["plain"],
+                                 results["wrapped"]):
+        gamma = {"g": 0.5, "b": 0.25}.get(GROUPS.get(v.path.split("/")[-1]),
+                                          1.0)
+        np.testing.assert_allclose(wrapped, gamma * plain, rtol=1e-3,
+                                   atol=1e-6, err_msg=v.path)
+
+
+def test_gamma_zero_freezes_and_gamma_one_reproduces():
+    x, y = _data()
+    weights = _model().get_weights()
+    frozen = _model()
+    frozen.set_weights(weights)
+    frozen.compile(ReLinear(keras.optimizers.Adam(1e-2), 0.0, 0.0), "mse")
+    frozen.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    for w, start in zip(frozen.weights, weights):
+        name = w.path.split("/")[-1]
+        if name in GROUPS:
+            np.testing.assert_array_equal(to_numpy(w), start)
+        else:
+            assert np.abs(to_numpy(w) - start).max() > 0
+    plain, wrapped = _model(), _model()
+    plain.set_weights(weights)
+    wrapped.set_weights(weights)
+    plain.compile(keras.optimizers.Adam(1e-2), "mse")
+    wrapped.compile(ReLinear(keras.optimizers.Adam(1e-2), 1.0, 1.0), "mse")
+    for m in (plain, wrapped):
+        m.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(plain.weights, wrapped.weights):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-5,
+                                   atol=1e-6)
+
+
+def test_nested_and_subclassed_models():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            inner_in = keras.Input((5,))
+            self.block = keras.Model(
+                inner_in, kq.QuadraticDense(4, name="clash")(inner_in))
+            # a user layer whose weight names look quadratic, but is not
+            self.head = keras.layers.Dense(1, name="gate_kernel_like")
+
+        def call(self, x):
+            return self.head(self.block(x))
+
+    model = Net()
+    model(random((2, 5)))
+    before = [to_numpy(w) for w in model.weights]
+    model.compile(ReLinear(keras.optimizers.SGD(0.1), 0.0, 0.0), "mse")
+    model.fit(random((8, 5)), random((8, 1), 1), epochs=1, verbose=0)
+    moved = sorted(
+        (w.path.split("/")[-1], bool(np.abs(to_numpy(w) - b).max() > 0))
+        for w, b in zip(model.weights, before))
+    assert moved == [("bias", True), ("bias", True), ("gate_bias", False),
+                     ("gate_kernel", False), ("kernel", True),
+                     ("kernel", True), ("square_bias", False),
+                     ("square_kernel", False)]
+
+
+def test_schedule_learning_rate_and_callbacks():
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay([4], [0.1,
+                                                                      0.01])
+    optimizer = ReLinear(keras.optimizers.SGD(schedule, momentum=0.9))
+    model = _model()
+    model.compile(optimizer, "mse")
+    x, y = _data()
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)  # 8 steps
+    assert int(to_numpy(optimizer.iterations)) == 8
+    assert int(to_numpy(optimizer.inner_optimizer.iterations)) == 8
+    np.testing.assert_allclose(float(to_numpy(optimizer.learning_rate)), 0.01)
+    # callbacks that read and set the rate act on the wrapped optimizer
+    optimizer = ReLinear(keras.optimizers.Adam(0.01))
+    model = _model()
+    model.compile(optimizer, "mse")
+    history = model.fit(
+        x, y, batch_size=4, epochs=3, verbose=0,
+        callbacks=[keras.callbacks.LearningRateScheduler(
+            lambda epoch, lr: 0.01 * 0.5 ** epoch)])
+    np.testing.assert_allclose(history.history["learning_rate"],
+                               [0.01, 0.005, 0.0025], rtol=1e-6)
+    np.testing.assert_allclose(
+        float(to_numpy(optimizer.inner_optimizer.learning_rate)), 0.0025,
+        rtol=1e-6)
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[
+        keras.callbacks.ReduceLROnPlateau("loss", factor=0.5, patience=0,
+                                          min_delta=1e9)])
+    assert float(to_numpy(optimizer.inner_optimizer.learning_rate)) < 0.0025
+
+
+@pytest.mark.parametrize("decayed", ["adamw", "sgd"])
+def test_weight_decay_never_pulls_gate_bias_to_zero(decayed):
+    make = {
+        "adamw": lambda: keras.optimizers.AdamW(0.1, weight_decay=0.5),
+        "sgd": lambda: keras.optimizers.SGD(0.1, weight_decay=0.5),
+    }[decayed]
+    model = _model()
+    variables = model.trainable_variables
+    zero_grads = [keras.ops.zeros(v.shape) for v in variables]
+    optimizer = ReLinear(make(), gamma_g=1.0, gamma_b=1.0)
+    for _ in range(3):
+        optimizer.apply(zero_grads, variables)
+    gate_bias = model.layers[1].gate_bias
+    np.testing.assert_array_equal(to_numpy(gate_bias), np.ones(3))
+    kernel = model.layers[1].kernel
+    assert np.abs(to_numpy(kernel)).sum() < np.abs(
+        to_numpy(_model().layers[1].kernel)).sum()  # the rest is decayed
+    # the unwrapped optimizer would have pulled it toward 0
+    plain_model = _model()
+    plain = make()
+    for _ in range(3):
+        plain.apply(zero_grads, plain_model.trainable_variables)
+    assert float(to_numpy(plain_model.layers[1].gate_bias).max()) < 1.0
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_step_ratio(policy):
+    keras.config.set_dtype_policy(policy)
+    weights = _model().get_weights()
+    x, y = _data()
+    runs = {}
+    for label, optimizer in (
+        ("plain", keras.optimizers.SGD(0.05)),
+        ("wrapped", ReLinear(keras.optimizers.SGD(0.05), 0.1, 0.01)),
+    ):
+        model = _model()
+        model.set_weights(weights)
+        model.compile(optimizer, "mse",
+                      auto_scale_loss=policy == "mixed_float16")
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        if policy == "mixed_float16":
+            assert isinstance(model.optimizer,
+                              keras.optimizers.LossScaleOptimizer)
+        runs[label] = _steps(model, weights)
+    for path, step in runs["plain"].items():
+        gamma = {"g": 0.1, "b": 0.01}.get(GROUPS.get(path[1]), 1)
+        np.testing.assert_allclose(runs["wrapped"][path], gamma * step,
+                                   rtol=2e-2, atol=1e-4 * gamma,
+                                   err_msg=str(path))
+
+
+def test_save_load_resume(tmp_path):
+    x, y = _data()
+    model = _model()
+    model.compile(ReLinear(keras.optimizers.SGD(0.05, momentum=0.9),
+                           gamma_g=0.3, gamma_b=0.2), "mse")
+    model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.optimizer, ReLinear)
+    assert loaded.optimizer.gamma_g == 0.3 and loaded.optimizer.gamma_b == 0.2
+    assert int(to_numpy(loaded.optimizer.iterations)) == 8
+    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    for m in (model, loaded):
+        m.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-6,
+                                   atol=1e-7)
+    config = model.optimizer.get_config()
+    clone = ReLinear.from_config(config)
+    assert type(clone.inner_optimizer) is type(model.optimizer.inner_optimizer)
+    assert clone.inner_optimizer.get_config() == (
+        model.optimizer.inner_optimizer.get_config())
+
+
+@pytest.mark.parametrize(
+    "args,error,match",
+    [
+        (("sgd",), TypeError, "optimizer"),
+        ((object(),), TypeError, "optimizer"),
+        ((keras.optimizers.SGD(), -1.0), ValueError, "gamma_g"),
+        ((keras.optimizers.SGD(), 0.1, float("inf")), ValueError, "gamma_b"),
+        ((keras.optimizers.SGD(), 0.1, float("nan")), ValueError, "gamma_b"),
+        ((keras.optimizers.SGD(), "0.1"), TypeError, "gamma_g"),
+    ],
+)
+def test_bad_arguments(args, error, match):
+    with pytest.raises(error, match=match):
+        ReLinear(*args)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="tf.distribute is TensorFlow's")
+def test_tf_distribute_mirrored_strategy():
+    script = textwrap.dedent("""
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras, keras_quadratic as kq
+        keras.utils.set_random_seed(0)
+        strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+        x = np.random.rand(16, 5).astype("float32")
+        y = np.random.rand(16, 1).astype("float32")
+        steps = {}
+        for gamma in (1.0, 0.1):
+            with strategy.scope():
+                keras.utils.set_random_seed(0)
+                model = keras.Sequential([keras.Input((5,)),
+                    kq.QuadraticDense(4, gate_kernel_initializer="ones"),
+                    keras.layers.Dense(1)])
+                start = [w.numpy() for w in model.weights]
+                model.compile(kq.optimizers.ReLinear(
+                    keras.optimizers.SGD(0.1), gamma, gamma), "mse")
+            model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+            steps[gamma] = [w.numpy() - s for w, s in
+                            zip(model.weights, start)]
+        names = [w.path.split("/")[-1] for w in model.weights]
+        for name, full, shrunk in zip(names, steps[1.0], steps[0.1]):
+            factor = 0.1 if name.startswith(("gate", "square")) else 1.0
+            np.testing.assert_allclose(shrunk, factor * full, rtol=1e-3,
+                                       atol=2e-7)
+        print("replicas", strategy.num_replicas_in_sync)
+    """)
+    result = subprocess.run([sys.executable, "-c", script],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert "replicas 2" in result.stdout
