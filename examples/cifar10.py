@@ -1,0 +1,331 @@
+"""Train a quadratic ResNet on CIFAR-10 (or CIFAR-100) with ReLinear.
+
+    KERAS_BACKEND=jax python examples/cifar10.py --data-dir ../shared/datasets/tfds
+
+The defaults reproduce the original recipe: QResNet20, ReLinear
+initialization, SGD with momentum 0.9 and weight decay 1e-4, batch 128,
+learning rate 0.1 divided by 10 at 50% and 75% of the epochs (epochs 100 and
+150 of 200). Runs on the GPU when the backend sees one, on any backend.
+The output directory gets a CSV log, TensorBoard logs, the best model
+(`best.keras`), `curves.png` and `summary.json`; starting again with the
+same output directory resumes from the last completed epoch.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", choices=sorted(NUM_CLASSES), default="cifar10")
+    p.add_argument("--data-dir", default=None,
+                   help="tfds data dir holding the prepared dataset")
+    p.add_argument("--download", action="store_true",
+                   help="let tfds download and prepare the dataset")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--test-split", default="test")
+    p.add_argument("--mock-data", action="store_true",
+                   help="random images from tfds.testing.mock_data")
+    p.add_argument("--mock-examples", type=int, default=256,
+                   help="examples per split with --mock-data")
+    p.add_argument("--depth", type=int, default=20, help="6n+2")
+    p.add_argument("--neuron", choices=("quadratic", "compact", "linear"),
+                   default="quadratic")
+    p.add_argument("--rezero", action="store_true")
+    p.add_argument("--shortcut", choices=("A", "projection"), default="A")
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--learning-rate", type=float, default=0.1)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--gamma-g", type=float, default=1e-2,
+                   help="ReLinear step factor of the gate weights")
+    p.add_argument("--gamma-b", type=float, default=1e-2,
+                   help="ReLinear step factor of the square weights")
+    p.add_argument("--no-relinear", action="store_true",
+                   help="plain training of every weight (gammas = 1)")
+    for group in ("gate", "square"):
+        for norm in ("l1", "l2"):
+            p.add_argument(f"--{group}-{norm}", type=float, default=0.0,
+                           help=f"ReLinear regularizer {group}_{norm}")
+    p.add_argument("--mixed-precision", choices=("bf16", "fp16"), default=None)
+    p.add_argument("--distribute", action="store_true",
+                   help="data parallel over all local devices")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output-dir", default="runs/cifar10")
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    return p.parse_args(argv)
+
+
+def fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def load_splits(args):
+    """The train and test splits as tf.data datasets of (uint8 image, label),
+    and the number of training examples."""
+    import tensorflow_datasets as tfds
+
+    if args.mock_data:
+        with tfds.testing.mock_data(num_examples=args.mock_examples):
+            train = tfds.load(args.dataset, split=args.train_split,
+                              as_supervised=True)
+            test = tfds.load(args.dataset, split=args.test_split,
+                             as_supervised=True)
+        return train, test, args.mock_examples
+    builder = tfds.builder(args.dataset, data_dir=args.data_dir)
+    if not builder.is_prepared():
+        if not args.download:
+            fail(
+                f"the tfds dataset '{args.dataset}' is not prepared in "
+                f"{builder.data_dir if args.data_dir else 'the default tfds data dir'}"
+                ". Pass --data-dir DIR pointing at a prepared tfds data dir "
+                "(e.g. --data-dir ../shared/datasets/tfds), --download to "
+                "let tfds fetch it, or --mock-data to run on random data."
+            )
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # network or disk: say it plainly
+            fail(f"could not download '{args.dataset}' ({error}). Pass "
+                 "--data-dir with a prepared tfds data dir, or --mock-data.")
+    try:
+        train = builder.as_dataset(split=args.train_split, as_supervised=True)
+        test = builder.as_dataset(split=args.test_split, as_supervised=True)
+        size = builder.info.splits[args.train_split].num_examples
+    except Exception as error:
+        fail(f"bad split: {error}")
+    return train, test, size
+
+
+def pipeline(dataset, batch_size, training, data_format, seed):
+    """tf.data: per-channel normalization; for training, random crop with
+    4-pixel padding, horizontal flip and shuffling; batch and prefetch."""
+    import tensorflow as tf
+
+    mean = tf.constant(MEAN, tf.float32)
+    std = tf.constant(STD, tf.float32)
+
+    def normalize(image, label):
+        image = (tf.cast(image, tf.float32) / 255.0 - mean) / std
+        return image, label
+
+    def augment(image, label):
+        image = tf.image.pad_to_bounding_box(image, 4, 4, 40, 40)
+        image = tf.image.random_crop(image, (32, 32, 3))
+        image = tf.image.random_flip_left_right(image)
+        return image, label
+
+    dataset = dataset.map(normalize, num_parallel_calls=tf.data.AUTOTUNE)
+    if training:
+        dataset = dataset.cache().shuffle(10_000, seed=seed)
+        dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        dataset = dataset.cache()
+    if data_format == "channels_first":
+        dataset = dataset.map(lambda x, y: (tf.transpose(x, (2, 0, 1)), y))
+    return dataset.batch(batch_size, drop_remainder=training).prefetch(
+        tf.data.AUTOTUNE)
+
+
+def plot_curves(csv_path, png_path):
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax in (("loss", ax_loss), ("accuracy", ax_acc)):
+        for prefix, label in (("", "train"), ("val_", "test")):
+            if prefix + key in rows[0]:
+                ax.plot(epochs, [float(r[prefix + key]) for r in rows],
+                        label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(os.path.basename(os.path.dirname(os.path.abspath(csv_path))))
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+class EpochTimer:
+    """Keras callback factory: wall time of each epoch."""
+
+    @staticmethod
+    def create():
+        import keras
+
+        class _Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seconds = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds.append(time.perf_counter() - self._start)
+
+        return _Timer()
+
+
+def build_and_compile(args, steps_per_epoch, num_classes, data_format):
+    import keras
+
+    import keras_quadratic as kq
+
+    regularizer = None
+    coefficients = dict(gate_l1=args.gate_l1, gate_l2=args.gate_l2,
+                        square_l1=args.square_l1, square_l2=args.square_l2)
+    if any(coefficients.values()) and args.neuron != "linear":
+        regularizer = kq.regularizers.ReLinear(**coefficients)
+    shape = (32, 32, 3) if data_format == "channels_last" else (3, 32, 32)
+    model = kq.models.QResNet(
+        depth=args.depth, neuron=args.neuron, rezero=args.rezero,
+        num_classes=num_classes, input_shape=shape, shortcut=args.shortcut,
+        data_format=data_format, relinear_regularizer=regularizer)
+    boundaries = [int(args.epochs * f) * steps_per_epoch for f in (0.5, 0.75)]
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+        boundaries,
+        [args.learning_rate, args.learning_rate / 10,
+         args.learning_rate / 100])
+    optimizer = keras.optimizers.SGD(
+        schedule, momentum=args.momentum,
+        weight_decay=args.weight_decay or None)
+    if args.neuron != "linear":
+        gammas = (1.0, 1.0) if args.no_relinear else (args.gamma_g,
+                                                      args.gamma_b)
+        optimizer = kq.optimizers.ReLinear(optimizer, *gammas)
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        auto_scale_loss=args.mixed_precision == "fp16",
+    )
+    return model
+
+
+def main(argv=None, extra_callbacks=()):
+    args = parse_args(argv)
+    import keras
+
+    backend = keras.backend.backend()
+    if args.distribute and backend == "torch":
+        fail("--distribute is not supported yet on the torch backend; use "
+             "KERAS_BACKEND=jax or tensorflow, or run without --distribute.")
+    train, test, train_size = load_splits(args)
+    keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision:
+        keras.config.set_dtype_policy(
+            {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[
+                args.mixed_precision])
+    data_format = keras.config.image_data_format()
+    devices = 1
+    strategy = None
+    if args.distribute and backend == "jax":
+        device_list = keras.distribution.list_devices()
+        devices = len(device_list)
+        keras.distribution.set_distribution(
+            keras.distribution.DataParallel(devices=device_list))
+    elif args.distribute and backend == "tensorflow":
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+        devices = strategy.num_replicas_in_sync
+    if args.batch_size % devices:
+        fail(f"--batch-size {args.batch_size} must be a multiple of the "
+             f"{devices} devices used.")
+    steps_per_epoch = max(train_size // args.batch_size, 1)
+    train_ds = pipeline(train, args.batch_size, True, data_format, args.seed)
+    test_ds = pipeline(test, args.batch_size, False, data_format, args.seed)
+    num_classes = NUM_CLASSES[args.dataset]
+    if strategy is not None:
+        with strategy.scope():
+            model = build_and_compile(args, steps_per_epoch, num_classes,
+                                      data_format)
+    else:
+        model = build_and_compile(args, steps_per_epoch, num_classes,
+                                  data_format)
+
+    out = args.output_dir
+    os.makedirs(out, exist_ok=True)
+    csv_path = os.path.join(out, "log.csv")
+    timer = EpochTimer.create()
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
+        keras.callbacks.CSVLogger(csv_path, append=True),
+        keras.callbacks.TensorBoard(os.path.join(out, "tensorboard")),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(out, "best.keras"), monitor="val_accuracy",
+            save_best_only=True),
+        timer,
+        *extra_callbacks,
+    ]
+    print(f"{model.name}: {model.count_params():,} parameters, backend "
+          f"{backend}, {devices} device(s), {steps_per_epoch} steps/epoch")
+    model.fit(train_ds, validation_data=test_ds, epochs=args.epochs,
+              callbacks=callbacks, verbose=args.verbose)
+    test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
+    plot_curves(csv_path, os.path.join(out, "curves.png"))
+    summary = {
+        "model": model.name,
+        "dataset": "mock" if args.mock_data else args.dataset,
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "params": int(model.count_params()),
+        "trainable_params": int(sum(
+            keras.ops.size(w) for w in model.trainable_weights)),
+        "epochs": args.epochs,
+        "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        "backend": backend,
+        "devices": devices,
+        "accelerator": _accelerator(),
+        "seconds_per_epoch": (sum(timer.seconds) / len(timer.seconds)
+                              if timer.seconds else None),
+        "mixed_precision": args.mixed_precision,
+        "args": vars(args),
+    }
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(json.dumps({k: summary[k] for k in (
+        "test_accuracy", "params", "epochs", "backend", "devices",
+        "seconds_per_epoch")}))
+    return summary
+
+
+def _accelerator():
+    """"gpu" when the backend computes on a GPU, else "cpu"."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return "gpu" if jax.default_backend() == "gpu" else "cpu"
+    if backend == "torch":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from keras_quadratic.models.qresnet import QResNet
+from keras_quadratic.models.qresnet import ReZero
+from keras_quadratic.models.qresnet import ZeroPadShortcut

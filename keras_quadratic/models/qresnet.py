@@ -1,0 +1,209 @@
+"""QResNet: the CIFAR ResNets of He et al. with quadratic convolutions.
+
+Depth 6n+2: a 3x3 stem convolution (16 filters), three stages of n basic
+blocks (16, 32, 64 filters; the 2nd and 3rd start with stride 2), global
+average pooling and a dense classifier. Each block:
+
+    out = relu(shortcut(x) + alpha * bn(qconv(relu(bn(qconv(x))))))
+
+with alpha a learnable scalar starting at 0 when `rezero=True` (else 1).
+Only the residual-branch convolutions are quadratic; stem and classifier
+stay linear, as in the original experiments.
+"""
+
+import keras
+
+from keras_quadratic.layers import CompactQuadraticConv2D
+from keras_quadratic.layers import QuadraticConv2D
+
+NEURONS = ("quadratic", "compact", "linear")
+SHORTCUTS = ("A", "projection")
+_CONVS = {
+    "quadratic": QuadraticConv2D,
+    "compact": CompactQuadraticConv2D,
+    "linear": keras.layers.Conv2D,
+}
+
+
+def _valid_depths():
+    return "6n+2 with n >= 1, e.g. 8, 14, 20, 32, 44, 56, 110, 1202"
+
+
+@keras.saving.register_keras_serializable(package="keras_quadratic")
+class ZeroPadShortcut(keras.layers.Layer):
+    """Option-A shortcut: subsample by `stride` and zero-pad the channels
+    equally on both sides up to `filters` (no weights)."""
+
+    def __init__(self, filters, stride=2, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.stride = int(stride)
+        self.data_format = data_format or keras.config.image_data_format()
+
+    def call(self, x):
+        ops = keras.ops
+        channel_axis = -1 if self.data_format == "channels_last" else 1
+        channels = x.shape[channel_axis]
+        s = self.stride
+        if self.data_format == "channels_last":
+            x = x[:, ::s, ::s, :]
+        else:
+            x = x[:, :, ::s, ::s]
+        extra = self.filters - channels
+        pad = [[0, 0]] * 4
+        pad[channel_axis] = [extra // 2, extra - extra // 2]
+        return ops.pad(x, pad)
+
+    def compute_output_shape(self, input_shape):
+        shape = list(input_shape)
+        s = self.stride
+        if self.data_format == "channels_last":
+            spatial, channel = (1, 2), 3
+        else:
+            spatial, channel = (2, 3), 1
+        for axis in spatial:
+            if shape[axis] is not None:
+                shape[axis] = (shape[axis] + s - 1) // s
+        shape[channel] = self.filters
+        return tuple(shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "stride": self.stride,
+                       "data_format": self.data_format})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_quadratic")
+class ReZero(keras.layers.Layer):
+    """Scales its input by a learnable scalar `alpha` that starts at 0."""
+
+    def build(self, input_shape):
+        self.alpha = self.add_weight(name="alpha", shape=(),
+                                     initializer="zeros")
+
+    def call(self, x):
+        return x * keras.ops.cast(self.alpha, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def QResNet(
+    depth=20,
+    neuron="quadratic",
+    rezero=False,
+    num_classes=10,
+    input_shape=(32, 32, 3),
+    shortcut="A",
+    data_format=None,
+    relinear_regularizer=None,
+    name=None,
+):
+    """Returns a CIFAR ResNet (He et al. 2016) with quadratic convolutions.
+
+    Args:
+        depth: 6n+2 (20, 32, 44, 56, 110, 1202, ...).
+        neuron: "quadratic" (full neuron), "compact", or "linear" (plain
+            Conv2D: the conventional ResNet baseline).
+        rezero: scale each residual branch by a learnable scalar from 0.
+        num_classes: outputs of the classifier (logits, no softmax).
+        input_shape: shape of one image, in `data_format` order.
+        shortcut: "A" (subsample + zero-pad channels, the original's) or
+            "projection" (1x1 convolution + batch normalization).
+        data_format: "channels_last" or "channels_first"; defaults to
+            `keras.config.image_data_format()`.
+        relinear_regularizer: a `keras_quadratic.regularizers.ReLinear` for
+            every quadratic convolution.
+    """
+    if neuron not in NEURONS:
+        raise ValueError(
+            f"QResNet: argument `neuron` must be one of {NEURONS}. "
+            f"Received: neuron={neuron!r}"
+        )
+    if (
+        isinstance(depth, bool) or not isinstance(depth, int)
+        or depth < 8 or (depth - 2) % 6
+    ):
+        raise ValueError(
+            f"QResNet: argument `depth` must be {_valid_depths()}. "
+            f"Received: depth={depth!r}"
+        )
+    if shortcut not in SHORTCUTS:
+        raise ValueError(
+            f"QResNet: argument `shortcut` must be one of {SHORTCUTS}. "
+            f"Received: shortcut={shortcut!r}"
+        )
+    data_format = data_format or keras.config.image_data_format()
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(
+            "QResNet: argument `data_format` must be 'channels_last' or "
+            f"'channels_first'. Received: data_format={data_format!r}"
+        )
+    if relinear_regularizer is not None and neuron == "linear":
+        raise ValueError(
+            "QResNet: `relinear_regularizer` needs a quadratic neuron; "
+            "received neuron='linear'."
+        )
+    blocks_per_stage = (depth - 2) // 6
+    bn_axis = -1 if data_format == "channels_last" else 1
+
+    def batch_norm(label):
+        # PyTorch's defaults, as in the original (momentum 0.1 there): with
+        # Keras's 0.99 the moving statistics lag far behind in short runs,
+        # and a quadratic network amplifies that at inference.
+        return layers.BatchNormalization(axis=bn_axis, momentum=0.9,
+                                         epsilon=1e-5, name=label)
+    conv_class = _CONVS[neuron]
+    layers = keras.layers
+
+    def branch_conv(filters, stride, label):
+        kwargs = dict(strides=stride, padding="same", data_format=data_format,
+                      kernel_initializer="he_normal", name=label)
+        if neuron == "linear":
+            kwargs["use_bias"] = False
+        else:
+            kwargs["relinear_regularizer"] = relinear_regularizer
+        return conv_class(filters, 3, **kwargs)
+
+    inputs = keras.Input(shape=tuple(input_shape))
+    x = layers.Conv2D(16, 3, padding="same", use_bias=False,
+                      kernel_initializer="he_normal", data_format=data_format,
+                      name="stem_conv")(inputs)
+    x = batch_norm("stem_bn")(x)
+    x = layers.Activation("relu", name="stem_relu")(x)
+    channels = 16
+    for stage, filters in enumerate((16, 32, 64), start=1):
+        for block in range(blocks_per_stage):
+            label = f"stage{stage}_block{block + 1}"
+            stride = 2 if stage > 1 and block == 0 else 1
+            h = branch_conv(filters, stride, f"{label}_conv1")(x)
+            h = batch_norm(f"{label}_bn1")(h)
+            h = layers.Activation("relu", name=f"{label}_relu1")(h)
+            h = branch_conv(filters, 1, f"{label}_conv2")(h)
+            h = batch_norm(f"{label}_bn2")(h)
+            if rezero:
+                h = ReZero(name=f"{label}_rezero")(h)
+            if stride != 1 or channels != filters:
+                if shortcut == "A":
+                    s = ZeroPadShortcut(filters, stride, data_format,
+                                        name=f"{label}_shortcut")(x)
+                else:
+                    s = layers.Conv2D(filters, 1, strides=stride,
+                                      use_bias=False, data_format=data_format,
+                                      kernel_initializer="he_normal",
+                                      name=f"{label}_shortcut_conv")(x)
+                    s = batch_norm(f"{label}_shortcut_bn")(s)
+            else:
+                s = x
+            x = layers.Add(name=f"{label}_add")([s, h])
+            x = layers.Activation("relu", name=f"{label}_out")(x)
+            channels = filters
+    x = layers.GlobalAveragePooling2D(data_format=data_format, name="pool")(x)
+    outputs = layers.Dense(num_classes, kernel_initializer="he_normal",
+                           dtype="float32", name="classifier")(x)
+    if name is None:
+        prefix = {"quadratic": "QResNet", "compact": "CompactQResNet",
+                  "linear": "ResNet"}[neuron]
+        name = f"{prefix}{depth}"
+    return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,118 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import random
+from conftest import to_numpy
+
+import keras_quadratic as kq
+from keras_quadratic.models import QResNet
+
+
+def _trainable_params(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+@pytest.mark.parametrize(
+    "depth,neuron,expected",
+    [(20, "quadratic", 806_266), (20, "linear", 269_722),
+     (56, "quadratic", 2_554_810), (56, "linear", 853_018),
+     (20, "compact", 537_658)],
+)
+def test_parameter_counts_match_the_original(depth, neuron, expected):
+    # compact: the original keeps two additive biases per convolution
+    # (538,330); here c is folded into `bias` (672 fewer).
+    assert _trainable_params(QResNet(depth, neuron)) == expected
+
+
+@pytest.mark.parametrize("neuron", ["quadratic", "compact", "linear"])
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_forward_shapes(neuron, data_format):
+    shape = (32, 32, 3) if data_format == "channels_last" else (3, 32, 32)
+    model = QResNet(8, neuron, num_classes=7, input_shape=shape,
+                    data_format=data_format)
+    y = model(random((2,) + shape))
+    assert tuple(y.shape) == (2, 7)
+    assert np.all(np.isfinite(to_numpy(y)))
+    convs = [layer for layer in model.layers
+             if isinstance(layer, kq.layers.QuadraticLayer)]
+    assert len(convs) == (0 if neuron == "linear" else 6)
+    assert model.get_layer("stem_conv").__class__ is keras.layers.Conv2D
+    assert model.get_layer("classifier").__class__ is keras.layers.Dense
+
+
+def test_channels_first_equals_channels_last():
+    last = QResNet(8, "quadratic")
+    first = QResNet(8, "quadratic", input_shape=(3, 32, 32),
+                    data_format="channels_first")
+    first.set_weights(last.get_weights())
+    x = random((2, 32, 32, 3))
+    np.testing.assert_allclose(
+        to_numpy(first(np.transpose(x, (0, 3, 1, 2)))), to_numpy(last(x)),
+        rtol=1e-4, atol=1e-4)
+
+
+def test_option_a_shortcut_subsamples_and_zero_pads():
+    layer = kq.models.ZeroPadShortcut(8, 2)
+    x = random((1, 4, 4, 4))
+    y = to_numpy(layer(x))
+    assert y.shape == (1, 2, 2, 8)
+    np.testing.assert_array_equal(y[..., 2:6], x[:, ::2, ::2, :])
+    np.testing.assert_array_equal(y[..., :2], 0)
+    np.testing.assert_array_equal(y[..., 6:], 0)
+
+
+def test_projection_shortcut():
+    model = QResNet(8, "compact", shortcut="projection")
+    assert model.get_layer("stage2_block1_shortcut_conv")
+    assert tuple(model(random((1, 32, 32, 3))).shape) == (1, 10)
+
+
+def test_rezero_starts_at_zero_and_learns():
+    model = QResNet(14, "quadratic", rezero=True)
+    alphas = [layer for layer in model.layers
+              if isinstance(layer, kq.models.ReZero)]
+    assert len(alphas) == 6  # one per block
+    assert all(float(to_numpy(a.alpha)) == 0.0 for a in alphas)
+    # with every branch off, the network is stem + shortcuts + classifier:
+    # the output does not depend on the branch weights
+    x = random((2, 32, 32, 3))
+    before = to_numpy(model(x))
+    conv = model.get_layer("stage1_block1_conv1")
+    conv.kernel.assign(random(conv.kernel.shape, 9))
+    np.testing.assert_allclose(to_numpy(model(x)), before, rtol=1e-6)
+    model.compile(keras.optimizers.SGD(0.1),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, np.array([1, 2]), epochs=1, verbose=0)
+    assert any(float(to_numpy(a.alpha)) != 0.0 for a in alphas)
+
+
+def test_save_and_reload(tmp_path):
+    model = QResNet(8, "quadratic", rezero=True,
+                    relinear_regularizer=kq.regularizers.ReLinear(gate_l2=1e-3))
+    for w in model.weights:
+        if "gate_kernel" in w.path or "alpha" in w.path:
+            w.assign(random(w.shape, 3, 0.1))
+    path = os.path.join(tmp_path, "qresnet.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = random((2, 32, 32, 3))
+    np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)),
+                               rtol=1e-6, atol=1e-6)
+    assert len(loaded.losses) == len(model.losses) > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [(dict(depth=21), "6n\\+2"), (dict(depth=2), "1202"),
+     (dict(neuron="cubic"), "'quadratic', 'compact', 'linear'"),
+     (dict(shortcut="B"), "projection"),
+     (dict(data_format="nchw"), "channels_first"),
+     (dict(neuron="linear",
+           relinear_regularizer=kq.regularizers.ReLinear(gate_l2=1.0)),
+      "relinear_regularizer")],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        QResNet(**kwargs)
