@@ -22,8 +22,8 @@ STD = (0.2470, 0.2435, 0.2616)
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_data_args(p):
+    """The data flags, shared with the other examples."""
     p.add_argument("--dataset", choices=sorted(NUM_CLASSES), default="cifar10")
     p.add_argument("--data-dir", default=None,
                    help="tfds data dir holding the prepared dataset")
@@ -35,13 +35,20 @@ def parse_args(argv=None):
                    help="random images from tfds.testing.mock_data")
     p.add_argument("--mock-examples", type=int, default=256,
                    help="examples per split with --mock-data")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_data_args(p)
     p.add_argument("--depth", type=int, default=20, help="6n+2")
     p.add_argument("--neuron", choices=("quadratic", "compact", "linear"),
                    default="quadratic")
     p.add_argument("--rezero", action="store_true")
     p.add_argument("--shortcut", choices=("A", "projection"), default="A")
     p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--learning-rate", type=float, default=0.1)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=1e-4)
@@ -58,9 +65,7 @@ def parse_args(argv=None):
     p.add_argument("--mixed-precision", choices=("bf16", "fp16"), default=None)
     p.add_argument("--distribute", action="store_true",
                    help="data parallel over all local devices")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="runs/cifar10")
-    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     return p.parse_args(argv)
 
 

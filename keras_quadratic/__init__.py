@@ -12,5 +12,6 @@ from keras_quadratic.layers import QuadraticConv1D
 from keras_quadratic.layers import QuadraticConv2D
 from keras_quadratic.layers import QuadraticConv3D
 from keras_quadratic.layers import QuadraticDense
+from keras_quadratic.quadratize import quadratize
 
 __version__ = "0.1.0"

@@ -1,0 +1,128 @@
+"""quadratize(): a trained conventional model as a ReLinear quadratic one.
+
+Every selected Conv1D/2D/3D and Dense layer becomes its quadratic
+counterpart with the same configuration, its `kernel` and `bias` copied and
+its quadratic weights at the ReLinear initialization, so the new model
+computes what the old one did; every other layer and weight is copied.
+"""
+
+import warnings
+
+import keras
+from keras.src.models.functional import Functional
+
+from keras_quadratic import layers as quadratic_layers
+
+_COUNTERPARTS = {
+    keras.layers.Conv1D: ("QuadraticConv1D", "CompactQuadraticConv1D"),
+    keras.layers.Conv2D: ("QuadraticConv2D", "CompactQuadraticConv2D"),
+    keras.layers.Conv3D: ("QuadraticConv3D", "CompactQuadraticConv3D"),
+    keras.layers.Dense: ("QuadraticDense", "CompactQuadraticDense"),
+}
+# Layers whose math is a linear map but that have no quadratic counterpart.
+_UNCONVERTIBLE = (
+    keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D, keras.layers.SeparableConv2D,
+    keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose, keras.layers.EinsumDense,
+    keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+    keras.layers.Dense,
+)
+NEURONS = ("quadratic", "compact")
+
+
+def _why_not(layer):
+    """None if `layer` converts, else the reason it does not."""
+    if type(layer) not in _COUNTERPARTS:
+        return f"{type(layer).__name__} has no quadratic counterpart"
+    config = layer.get_config()
+    if config.get("groups", 1) != 1:
+        return f"grouped convolution (groups={config['groups']})"
+    if getattr(layer, "lora_enabled", False):
+        return "LoRA is enabled"
+    return None
+
+
+def _quadratic_layer(layer, neuron):
+    config = layer.get_config()
+    config.pop("groups", None)
+    config.pop("lora_rank", None)
+    config.pop("lora_alpha", None)
+    config.pop("quantization_config", None)
+    full, compact = _COUNTERPARTS[type(layer)]
+    cls = getattr(quadratic_layers, compact if neuron == "compact" else full)
+    return cls.from_config(config)
+
+
+def quadratize(model, neuron="quadratic", layers=None):
+    """Returns a copy of `model` with quadratic Conv/Dense layers.
+
+    Args:
+        model: a built Sequential or Functional Keras model (nested models,
+            shared layers and multiple inputs/outputs are fine).
+        neuron: "quadratic" (full neuron) or "compact".
+        layers: which layers to convert: None (every Conv1D/2D/3D and
+            Dense), a list of layer names, or a predicate `f(layer) -> bool`.
+
+    The new model's outputs equal the original's (to float32 rounding), in
+    inference and training mode. Layers that match the selection but cannot
+    be converted (grouped, depthwise, separable or transposed convolutions,
+    EinsumDense) are kept as they are and listed in a warning. The input
+    model is not modified.
+    """
+    if neuron not in NEURONS:
+        raise ValueError(
+            f"quadratize: argument `neuron` must be one of {NEURONS}. "
+            f"Received: neuron={neuron!r}"
+        )
+    if not isinstance(model, (keras.Sequential, Functional)):
+        raise ValueError(
+            "quadratize: supported models are Sequential and Functional "
+            "ones (built with keras.Input), whose layer graph can be "
+            f"rebuilt. Received a {type(model).__name__}; for a subclassed "
+            "model, use the quadratic layers in its code instead."
+        )
+    if not model.built:
+        raise ValueError("quadratize: the model must be built first.")
+    if layers is None:
+        selected = lambda layer: True  # noqa: E731
+    elif callable(layers):
+        selected = layers
+    else:
+        names = set(layers) if not isinstance(layers, str) else {layers}
+        selected = lambda layer: layer.name in names  # noqa: E731
+
+    pairs = []
+    skipped = []
+
+    def clone(layer):
+        convert = (
+            not isinstance(layer, keras.Model)
+            and isinstance(layer, _UNCONVERTIBLE)
+            and selected(layer)
+        )
+        reason = _why_not(layer) if convert else None
+        if convert and reason is None:
+            new = _quadratic_layer(layer, neuron)
+        else:
+            if convert:
+                skipped.append(f"{layer.name} ({reason})")
+            new = layer.__class__.from_config(layer.get_config())
+        pairs.append((layer, new, convert and reason is None))
+        return new
+
+    new_model = keras.models.clone_model(model, clone_function=clone,
+                                         recursive=True)
+    for old, new, converted in pairs:
+        if converted:
+            new.kernel.assign(old.kernel)
+            if old.use_bias:
+                new.bias.assign(old.bias)
+        else:
+            new.set_weights(old.get_weights())
+        new.trainable = old.trainable
+    if skipped:
+        warnings.warn(
+            "quadratize: left unchanged (no quadratic counterpart): "
+            + ", ".join(skipped), stacklevel=2)
+    return new_model

@@ -1,0 +1,180 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import random
+from conftest import to_numpy
+
+import keras_quadratic as kq
+from keras_quadratic import quadratize
+
+
+def _train_a_little(model, x, y):
+    """Non-trivial weights and BatchNormalization statistics."""
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    return model
+
+
+def _assert_same_outputs(a, b, x):
+    for training in (False, True):
+        ya, yb = a(x, training=training), b(x, training=training)
+        ya = ya if isinstance(ya, (list, tuple)) else [ya]
+        yb = yb if isinstance(yb, (list, tuple)) else [yb]
+        for p, q in zip(ya, yb):
+            np.testing.assert_allclose(to_numpy(q), to_numpy(p), rtol=1e-5,
+                                       atol=1e-5)
+
+
+def _functional():
+    inputs = keras.Input((8, 8, 3))
+    shared = keras.layers.Conv2D(3, 3, padding="same", name="shared")
+    h = shared(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.Add()([h, shared(h)])  # residual + shared layer
+    h = keras.layers.Conv2D(4, 3, strides=2, activation="relu",
+                            dilation_rate=1, name="conv")(h)
+    h = keras.layers.DepthwiseConv2D(3, name="depthwise")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inputs, keras.layers.Dense(2, name="head")(h))
+
+
+def test_sequential_output_equality_and_input_untouched():
+    model = keras.Sequential([
+        keras.Input((10, 2)), keras.layers.Conv1D(4, 3, activation="relu"),
+        keras.layers.Flatten(), keras.layers.Dense(5, activation="tanh"),
+        keras.layers.Dense(1)])
+    x = random((8, 10, 2))
+    _train_a_little(model, x, random((8, 1), 1))
+    before = [to_numpy(w) for w in model.weights]
+    q = quadratize(model)
+    _assert_same_outputs(model, q, x)
+    assert [type(layer).__name__ for layer in q.layers] == [
+        "QuadraticConv1D", "Flatten", "QuadraticDense", "QuadraticDense"]
+    assert all(type(layer).__name__ != "QuadraticDense"
+               for layer in model.layers)
+    for w, b in zip(model.weights, before):
+        np.testing.assert_array_equal(to_numpy(w), b)
+
+
+def test_functional_with_residual_shared_and_batchnorm():
+    model = _functional()
+    x = random((8, 8, 8, 3))
+    _train_a_little(model, x, random((8, 2), 1))
+    with pytest.warns(UserWarning, match="depthwise"):
+        q = quadratize(model)
+    _assert_same_outputs(model, q, x)
+    assert isinstance(q.get_layer("shared"), kq.QuadraticConv2D)
+    assert isinstance(q.get_layer("depthwise"), keras.layers.DepthwiseConv2D)
+    bn = [layer for layer in q.layers
+          if isinstance(layer, keras.layers.BatchNormalization)][0]
+    original_bn = [layer for layer in model.layers
+                   if isinstance(layer, keras.layers.BatchNormalization)][0]
+    np.testing.assert_array_equal(to_numpy(bn.moving_mean),
+                                  to_numpy(original_bn.moving_mean))
+
+
+def test_selection_by_names_and_predicate_and_compact():
+    model = _functional()
+    x = random((4, 8, 8, 3))
+    by_name = quadratize(model, layers=["conv"])
+    assert isinstance(by_name.get_layer("conv"), kq.QuadraticConv2D)
+    assert type(by_name.get_layer("head")) is keras.layers.Dense
+    assert type(by_name.get_layer("shared")) is keras.layers.Conv2D
+    _assert_same_outputs(model, by_name, x)
+    # (a call in training mode moved the BN statistics: convert anew)
+    by_predicate = quadratize(
+        model, neuron="compact",
+        layers=lambda layer: isinstance(layer, keras.layers.Dense))
+    assert isinstance(by_predicate.get_layer("head"), kq.CompactQuadraticDense)
+    assert type(by_predicate.get_layer("conv")) is keras.layers.Conv2D
+    _assert_same_outputs(model, by_predicate, x)
+
+
+def test_multi_input_output_and_nested_models():
+    inner_in = keras.Input((6,))
+    inner = keras.Model(
+        inner_in, keras.layers.Dense(4, activation="relu", name="inner")(
+            inner_in), name="block")
+    a, b = keras.Input((6,)), keras.Input((3,))
+    h = inner(a)
+    h = keras.layers.Concatenate()([h, keras.layers.Dense(2)(b)])
+    frozen = keras.layers.Dense(3, name="frozen")
+    frozen.trainable = False
+    model = keras.Model([a, b], [frozen(h), keras.layers.Dense(1)(h)])
+    xs = [random((4, 6)), random((4, 3), 1)]
+    q = quadratize(model)
+    _assert_same_outputs(model, q, xs)
+    assert isinstance(q.get_layer("block").get_layer("inner"),
+                      kq.QuadraticDense)
+    assert q.get_layer("frozen").trainable is False
+    assert isinstance(q.get_layer("frozen"), kq.QuadraticDense)
+
+
+def test_keras_applications_model():
+    model = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=5)
+    x = random((2, 32, 32, 3))
+    with pytest.warns(UserWarning, match="DepthwiseConv2D"):
+        q = quadratize(model)
+    converted = [layer for layer in q.layers
+                 if isinstance(layer, kq.layers.QuadraticLayer)]
+    assert len(converted) == sum(
+        type(layer) in (keras.layers.Conv2D, keras.layers.Dense)
+        for layer in model.layers)
+    np.testing.assert_allclose(to_numpy(q(x)), to_numpy(model(x)),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_subclassed_model_is_refused():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Net()
+    model(random((1, 3)))
+    with pytest.raises(ValueError, match="Sequential and Functional"):
+        quadratize(model)
+    with pytest.raises(ValueError, match="neuron"):
+        quadratize(_functional(), neuron="cubic")
+
+
+def test_quadratized_model_trains_with_relinear_and_round_trips(tmp_path):
+    model = keras.Sequential([keras.Input((5,)),
+                              keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(1)])
+    q = quadratize(model)
+    q.compile(kq.optimizers.ReLinear(keras.optimizers.Adam(1e-2), 0.5, 0.5),
+              "mse")
+    x, y = random((32, 5)), random((32, 1), 1)
+    q.fit(x, y, epochs=2, verbose=0)
+    gates = [layer.gate_kernel for layer in q.layers]
+    assert all(float(np.abs(to_numpy(g)).max()) > 0 for g in gates)
+    path = os.path.join(tmp_path, "q.keras")
+    q.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(to_numpy(loaded(x)), to_numpy(q(x)))
+
+
+def test_finetune_example_on_mock_data(tmp_path):
+    import json
+
+    from examples_util import run_example
+
+    out = str(tmp_path / "ft")
+    result = run_example("finetune", [
+        "--mock-data", "--mock-examples", "64", "--batch-size", "32",
+        "--depth", "8", "--pretrain-epochs", "1", "--epochs", "2",
+        "--verbose", "0", "--output-dir", out])
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["quadratized_accuracy"] == pytest.approx(
+        summary["conventional_accuracy"], abs=1e-6)
+    assert len(summary["accuracy_per_epoch"]) == 2
+    assert summary["quadratic_params"] > summary["conventional_params"]
