@@ -1,0 +1,131 @@
+"""QuadraticMonitor: how far each quadratic layer has moved from linear.
+
+For a set of quadratic layers, with b_g's reference point 1:
+
+    relinear_gate   = sqrt(sum ||gate_kernel||^2 + ||gate_bias - 1||^2)
+                      / sqrt(sum ||kernel||^2 + ||bias||^2)
+    relinear_square = sqrt(sum ||square_kernel||^2 + ||square_bias||^2)
+                      / sqrt(sum ||kernel||^2 + ||bias||^2)
+
+Both are 0 at the ReLinear initialization (a conventional network).
+"""
+
+import numpy as np
+
+import keras
+
+from keras_quadratic.layers.base import QuadraticLayer
+
+
+def quadratic_layers(model):
+    """The quadratic layers of `model`, nested models included, in order."""
+    found = []
+    for layer in getattr(model, "layers", ()):
+        if isinstance(layer, QuadraticLayer):
+            found.append(layer)
+        else:
+            found.extend(
+                layer for layer in quadratic_layers(layer)
+                if layer not in found)
+    return found
+
+
+def _squared_norm(variable, reference=0.0):
+    if variable is None:
+        return 0.0
+    value = np.asarray(keras.ops.convert_to_numpy(variable), np.float64)
+    return float(np.sum((value - reference) ** 2))
+
+
+def layer_norms(layer):
+    """(linear, gate, square) squared norms of one quadratic layer."""
+    linear = _squared_norm(layer.kernel) + _squared_norm(layer.bias)
+    gate = _squared_norm(layer.gate_kernel) + _squared_norm(layer.gate_bias,
+                                                            1.0)
+    square = _squared_norm(layer.square_kernel) + _squared_norm(
+        layer.square_bias)
+    return linear, gate, square
+
+
+def relinear_metrics(model, per_layer=True):
+    """The monitor's values for `model` now, as a dict."""
+    layers = quadratic_layers(model)
+    totals = np.zeros(3)
+    metrics = {}
+    for layer in layers:
+        norms = np.array(layer_norms(layer))
+        totals += norms
+        if per_layer:
+            denominator = np.sqrt(norms[0]) or 1.0
+            if not layer.compact:  # the compact neuron has no gate
+                metrics[f"relinear_gate/{layer.name}"] = float(
+                    np.sqrt(norms[1]) / denominator)
+            metrics[f"relinear_square/{layer.name}"] = float(
+                np.sqrt(norms[2]) / denominator)
+    denominator = np.sqrt(totals[0]) or 1.0
+    metrics["relinear_gate"] = float(np.sqrt(totals[1]) / denominator)
+    metrics["relinear_square"] = float(np.sqrt(totals[2]) / denominator)
+    return metrics
+
+
+class QuadraticMonitor(keras.callbacks.Callback):
+    """Adds `relinear_gate` and `relinear_square` to the logs each epoch.
+
+    With `per_layer=True` (default), also `relinear_gate/<layer name>` and
+    `relinear_square/<layer name>` for every quadratic layer. The values
+    reach History, CSVLogger and TensorBoard like any metric.
+
+    Args:
+        per_layer: log per-layer values too.
+        plot_path: if set, a PNG of the per-layer values over the epochs is
+            written there at the end of training (see `plot`).
+    """
+
+    def __init__(self, per_layer=True, plot_path=None):
+        super().__init__()
+        self.per_layer = per_layer
+        self.plot_path = plot_path
+        self.history = []
+
+    def on_train_begin(self, logs=None):
+        self.history = [dict(epoch=-1, **relinear_metrics(self.model,
+                                                          self.per_layer))]
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = relinear_metrics(self.model, self.per_layer)
+        self.history.append(dict(epoch=epoch, **metrics))
+        if logs is not None:
+            logs.update(metrics)
+
+    def on_train_end(self, logs=None):
+        if self.plot_path:
+            self.plot(self.plot_path)
+
+    def plot(self, path):
+        """Saves a PNG: per-layer relinear_gate and relinear_square (and the
+        model's overall values, dashed) against the epoch."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        epochs = [h["epoch"] + 1 for h in self.history]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+        for ax, group in zip(axes, ("relinear_gate", "relinear_square")):
+            keys = sorted({k for h in self.history for k in h
+                           if k.startswith(group + "/")})
+            cmap = plt.get_cmap("viridis", max(len(keys), 1))
+            for i, key in enumerate(keys):
+                ax.plot(epochs, [h.get(key, np.nan) for h in self.history],
+                        color=cmap(i), lw=1,
+                        label=key.split("/", 1)[1] if len(keys) <= 12
+                        else None)
+            ax.plot(epochs, [h[group] for h in self.history], "k--", lw=2,
+                    label="all layers")
+            ax.set_title(group)
+            ax.set_xlabel("epoch (0 = before training)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
