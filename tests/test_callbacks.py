@@ -32,8 +32,7 @@ def test_zero_at_init_and_unchanged_with_gamma_zero():
     values = kq.callbacks.relinear_metrics(model)
     assert set(values) == {
         "relinear_gate", "relinear_square", "relinear_gate/qconv",
-        "relinear_square/qconv", "relinear_gate/qdense",
-        "relinear_square/qdense"}
+        "relinear_square/qconv", "relinear_square/qdense"}
     assert all(v == 0.0 for v in values.values())
     history = _fit(model, 0.0, callbacks=[QuadraticMonitor()])
     for key in ("relinear_gate", "relinear_square", "relinear_gate/qconv",
