@@ -1,0 +1,64 @@
+"""Shared pieces of the benchmarks: FLOP counting and timing."""
+
+import resource
+import statistics
+import sys
+import time
+
+
+def forward_macs(depth, neuron, image=32):
+    """Multiply-adds of one forward pass of (Q)ResNet-depth, one image."""
+    n = (depth - 2) // 6
+    terms = {"quadratic": 3, "compact": 2, "linear": 1}[neuron]
+    macs = image * image * 3 * 16 * 9  # stem
+    size, channels = image, 16
+    for filters, first_stride in ((16, 1), (32, 2), (64, 2)):
+        for block in range(n):
+            stride = first_stride if block == 0 else 1
+            size_out = size // stride
+            macs += terms * size_out ** 2 * 9 * channels * filters
+            macs += terms * size_out ** 2 * 9 * filters * filters
+            size, channels = size_out, filters
+    return macs + 64 * 10
+
+
+def train_flops(depth, neuron, batch):
+    """FLOPs (2 per multiply-add) of one training step: about 3x forward."""
+    return 2 * 3 * forward_macs(depth, neuron) * batch
+
+
+def time_steps(step, warmup=3, steps=10):
+    """Median seconds of `step()` (which must block until done)."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process, in MiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def matmul_gflops(n=2048, repeats=10, dtype="float32"):
+    """The machine's float32 matmul rate (GFLOP/s) through PyTorch, on the
+    GPU when there is one: the reference for the FLOP floor."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_dtype = getattr(torch, dtype)
+    a = torch.randn(n, n, device=device, dtype=torch_dtype)
+    b = torch.randn(n, n, device=device, dtype=torch_dtype)
+
+    def step():
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    seconds = time_steps(step, warmup=2, steps=repeats)
+    return 2 * n ** 3 / seconds / 1e9

@@ -1,0 +1,131 @@
+"""The original PyTorch network, as an external reference: eager PyTorch,
+three separate nn.Conv2d per quadratic convolution (with biases), He-normal
+kernels, option-A shortcuts, SGD with momentum 0.9 and weight decay 1e-4.
+
+    python benchmarks/torch_reference.py --depth 20 --neuron quadratic
+prints one JSON line with the median step time.
+"""
+
+import argparse
+import json
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common import peak_rss_mb
+from common import time_steps
+
+
+class QuadraticConv(nn.Module):
+    """(conv_r(x)) * (conv_g(x)) + conv_b(x*x), as in the original code."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        conv = lambda: nn.Conv2d(cin, cout, 3, stride, 1, bias=True)  # noqa
+        self.conv_r, self.conv_g, self.conv_b = conv(), conv(), conv()
+        nn.init.kaiming_normal_(self.conv_r.weight)
+        nn.init.zeros_(self.conv_g.weight)
+        nn.init.ones_(self.conv_g.bias)
+        nn.init.zeros_(self.conv_b.weight)
+        nn.init.zeros_(self.conv_b.bias)
+
+    def forward(self, x):
+        return self.conv_r(x) * self.conv_g(x) + self.conv_b(x * x)
+
+
+def conv3x3(cin, cout, stride, neuron):
+    if neuron == "quadratic":
+        return QuadraticConv(cin, cout, stride)
+    conv = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+    nn.init.kaiming_normal_(conv.weight)
+    return conv
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride, neuron):
+        super().__init__()
+        self.conv1 = conv3x3(cin, cout, stride, neuron)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = conv3x3(cout, cout, 1, neuron)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.pad = cout - cin
+        self.stride = stride
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x
+        if self.stride != 1 or self.pad:
+            shortcut = F.pad(x[:, :, ::2, ::2],
+                             (0, 0, 0, 0, self.pad // 2, self.pad // 2))
+        return F.relu(out + shortcut)
+
+
+class ResNet(nn.Module):
+    def __init__(self, depth, neuron, num_classes=10):
+        super().__init__()
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        nn.init.kaiming_normal_(self.conv1.weight)
+        self.bn1 = nn.BatchNorm2d(16)
+        blocks, cin = [], 16
+        for cout, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(n):
+                blocks.append(Block(cin, cout, stride if i == 0 else 1,
+                                    neuron))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.linear = nn.Linear(64, num_classes)
+        nn.init.kaiming_normal_(self.linear.weight)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.blocks(out)
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)
+
+
+def benchmark(depth, neuron, batch, steps, dtype="float32"):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    model = ResNet(depth, neuron).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
+                                weight_decay=1e-4)
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    autocast = torch.autocast(device, dtype=torch.bfloat16,
+                              enabled=dtype == "bfloat16")
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    seconds = time_steps(step, steps=steps)
+    memory = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+              else peak_rss_mb())
+    return {
+        "backend": "pytorch-reference", "depth": depth, "neuron": neuron,
+        "batch": batch, "dtype": dtype, "seconds": seconds,
+        "peak_memory_mb": memory, "device": device,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--depth", type=int, default=20)
+    p.add_argument("--neuron", choices=("quadratic", "linear"),
+                   default="quadratic")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--dtype", choices=("float32", "bfloat16"),
+                   default="float32")
+    a = p.parse_args()
+    print(json.dumps(benchmark(a.depth, a.neuron, a.batch, a.steps,
+                               a.dtype)))
