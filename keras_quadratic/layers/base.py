@@ -11,6 +11,7 @@ the same `kernel` and `bias` computes.
 """
 
 import keras
+from keras import activations
 from keras import constraints
 from keras import initializers
 from keras import regularizers
@@ -68,6 +69,14 @@ class QuadraticLayer(keras.layers.Layer):
 
     def __init__(
         self,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
         gate_kernel_initializer="zeros",
         gate_bias_initializer="ones",
         square_kernel_initializer="zeros",
@@ -84,7 +93,12 @@ class QuadraticLayer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
         quadratic = {
+            "kernel": (kernel_initializer, kernel_regularizer,
+                       kernel_constraint),
+            "bias": (bias_initializer, bias_regularizer, bias_constraint),
             "gate_kernel": (gate_kernel_initializer, gate_kernel_regularizer,
                             gate_kernel_constraint),
             "gate_bias": (gate_bias_initializer, gate_bias_regularizer,
@@ -95,7 +109,7 @@ class QuadraticLayer(keras.layers.Layer):
             "square_bias": (square_bias_initializer, square_bias_regularizer,
                             square_bias_constraint),
         }
-        for weight, (init, reg, cons) in quadratic.items():
+        for weight, (init, reg, cons) in quadratic.items():  # all weights
             setattr(self, f"{weight}_initializer", initializers.get(init))
             setattr(self, f"{weight}_regularizer", regularizers.get(reg))
             setattr(self, f"{weight}_constraint", constraints.get(cons))
@@ -218,10 +232,14 @@ class QuadraticLayer(keras.layers.Layer):
         return outputs
 
     # -- config ------------------------------------------------------------
-    def _quadratic_config(self):
-        config = {}
-        for weight in ("gate_kernel", "gate_bias", "square_kernel",
-                       "square_bias"):
+    def get_config(self):
+        config = super().get_config()
+        config["activation"] = activations.serialize(self.activation)
+        config["use_bias"] = self.use_bias
+        config["activity_regularizer"] = regularizers.serialize(
+            self.activity_regularizer)
+        for weight in ("kernel", "bias", "gate_kernel", "gate_bias",
+                       "square_kernel", "square_bias"):
             config[f"{weight}_initializer"] = initializers.serialize(
                 getattr(self, f"{weight}_initializer"))
             config[f"{weight}_regularizer"] = regularizers.serialize(

@@ -9,10 +9,6 @@ and the compact one conv(x, kernel) + conv(x*x, square_kernel) + bias.
 """
 
 import keras
-from keras import activations
-from keras import constraints
-from keras import initializers
-from keras import regularizers
 
 from keras_quadratic.layers.base import QuadraticLayer
 from keras_quadratic.layers.base import _positive_int
@@ -63,18 +59,9 @@ class BaseQuadraticConv(QuadraticLayer):
         padding="valid",
         data_format=None,
         dilation_rate=1,
-        activation=None,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        activity_regularizer=None,
-        kernel_constraint=None,
-        bias_constraint=None,
         **kwargs,
     ):
-        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        super().__init__(**kwargs)
         layer = type(self).__name__
         self.rank = rank
         self.filters = _positive_int(filters, "filters", layer)
@@ -108,14 +95,6 @@ class BaseQuadraticConv(QuadraticLayer):
                 f"{_DATA_FORMATS} or None. Received: data_format={data_format!r}"
             )
         self.data_format = data_format
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.kernel_constraint = constraints.get(kernel_constraint)
-        self.bias_constraint = constraints.get(bias_constraint)
         self._channel_axis = -1 if data_format == "channels_last" else 1
         self.input_spec = keras.layers.InputSpec(ndim=rank + 2)
 
@@ -203,24 +182,8 @@ class BaseQuadraticConv(QuadraticLayer):
                 "padding": self.padding,
                 "data_format": self.data_format,
                 "dilation_rate": self.dilation_rate,
-                "activation": activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "kernel_initializer": initializers.serialize(
-                    self.kernel_initializer),
-                "bias_initializer": initializers.serialize(
-                    self.bias_initializer),
-                "kernel_regularizer": regularizers.serialize(
-                    self.kernel_regularizer),
-                "bias_regularizer": regularizers.serialize(
-                    self.bias_regularizer),
-                "activity_regularizer": regularizers.serialize(
-                    self.activity_regularizer),
-                "kernel_constraint": constraints.serialize(
-                    self.kernel_constraint),
-                "bias_constraint": constraints.serialize(self.bias_constraint),
             }
         )
-        config.update(self._quadratic_config())
         return config
 
 
@@ -238,8 +201,8 @@ class QuadraticConv1D(BaseQuadraticConv):
             + conv(x*x, square_kernel) + square_bias)
     """
 
-    def __init__(self, filters, kernel_size, **kwargs):
-        super().__init__(1, filters, kernel_size, **kwargs)
+    def __init__(self, filters, kernel_size, *args, **kwargs):
+        super().__init__(1, filters, kernel_size, *args, **kwargs)
 
 
 @_register
@@ -259,16 +222,16 @@ class QuadraticConv2D(BaseQuadraticConv):
         model.add(QuadraticConv2D(32, 3, padding="same", activation="relu"))
     """
 
-    def __init__(self, filters, kernel_size, **kwargs):
-        super().__init__(2, filters, kernel_size, **kwargs)
+    def __init__(self, filters, kernel_size, *args, **kwargs):
+        super().__init__(2, filters, kernel_size, *args, **kwargs)
 
 
 @_register
 class QuadraticConv3D(BaseQuadraticConv):
     """Quadratic 3D convolution, a drop-in for `keras.layers.Conv3D`."""
 
-    def __init__(self, filters, kernel_size, **kwargs):
-        super().__init__(3, filters, kernel_size, **kwargs)
+    def __init__(self, filters, kernel_size, *args, **kwargs):
+        super().__init__(3, filters, kernel_size, *args, **kwargs)
 
 
 @_register
@@ -280,8 +243,8 @@ class CompactQuadraticConv1D(BaseQuadraticConv):
 
     compact = True
 
-    def __init__(self, filters, kernel_size, **kwargs):
-        super().__init__(1, filters, kernel_size, **kwargs)
+    def __init__(self, filters, kernel_size, *args, **kwargs):
+        super().__init__(1, filters, kernel_size, *args, **kwargs)
 
 
 @_register
@@ -295,8 +258,8 @@ class CompactQuadraticConv2D(BaseQuadraticConv):
 
     compact = True
 
-    def __init__(self, filters, kernel_size, **kwargs):
-        super().__init__(2, filters, kernel_size, **kwargs)
+    def __init__(self, filters, kernel_size, *args, **kwargs):
+        super().__init__(2, filters, kernel_size, *args, **kwargs)
 
 
 @_register
@@ -305,5 +268,5 @@ class CompactQuadraticConv3D(BaseQuadraticConv):
 
     compact = True
 
-    def __init__(self, filters, kernel_size, **kwargs):
-        super().__init__(3, filters, kernel_size, **kwargs)
+    def __init__(self, filters, kernel_size, *args, **kwargs):
+        super().__init__(3, filters, kernel_size, *args, **kwargs)
