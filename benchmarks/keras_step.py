@@ -34,7 +34,7 @@ def _device_peak_mb():
 
 
 def benchmark(depth, neuron, batch, steps, dtype="float32",
-              jit_compile="auto"):
+              jit_compile="auto", data_format="channels_last"):
     import keras
 
     import keras_quadratic as kq
@@ -42,14 +42,16 @@ def benchmark(depth, neuron, batch, steps, dtype="float32",
     if dtype == "bfloat16":
         keras.config.set_dtype_policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)
-    model = kq.models.QResNet(depth, neuron)
+    shape = (32, 32, 3) if data_format == "channels_last" else (3, 32, 32)
+    model = kq.models.QResNet(depth, neuron, input_shape=shape,
+                              data_format=data_format)
     optimizer = keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-4)
     if neuron != "linear":
         optimizer = kq.optimizers.ReLinear(optimizer)
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(
         from_logits=True), jit_compile=jit_compile)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, 32, 32, 3)).astype("float32")
+    x = rng.standard_normal((batch, *shape)).astype("float32")
     y = rng.integers(0, 10, (batch,)).astype("int32")
     # train_on_batch runs the same compiled train function as fit(); the
     # returned loss is a host value, so each call waits for its step.
@@ -61,6 +63,7 @@ def benchmark(depth, neuron, batch, steps, dtype="float32",
         "peak_memory_mb": device_memory or peak_rss_mb(),
         "device": "gpu" if device_memory else "cpu",
         "params": model.count_params(), "jit_compile": str(jit_compile),
+        "data_format": data_format,
     }
 
 
@@ -75,7 +78,9 @@ if __name__ == "__main__":
                    default="float32")
     p.add_argument("--jit-compile", choices=("auto", "true", "false"),
                    default="auto")
+    p.add_argument("--data-format", default="channels_last",
+                   choices=("channels_last", "channels_first"))
     a = p.parse_args()
     jit = {"auto": "auto", "true": True, "false": False}[a.jit_compile]
     print(json.dumps(benchmark(a.depth, a.neuron, a.batch, a.steps,
-                               a.dtype, jit)))
+                               a.dtype, jit, a.data_format)))

@@ -20,9 +20,13 @@ from common import train_flops  # noqa: E402
 
 
 def _run(script, args, env=None):
+    env = dict(os.environ, **(env or {}))
+    # the package from this checkout, installed or not
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (os.path.dirname(HERE), env.get("PYTHONPATH")) if p)
     result = subprocess.run(
         [sys.executable, os.path.join(HERE, script), *args],
-        capture_output=True, text=True, env=dict(os.environ, **(env or {})))
+        capture_output=True, text=True, env=env)
     if result.returncode != 0:
         print(result.stderr[-2000:], file=sys.stderr)
         return None
@@ -46,13 +50,16 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     matmul = matmul_gflops()
-    print(f"matmul (PyTorch, float32, 2048x2048): {matmul:.1f} GFLOP/s",
+    print(f"matmul (float32, 2048x2048, best of PyTorch and NumPy): "
+          f"{matmul:.1f} GFLOP/s",
           flush=True)
     results = []
     for dtype in args.dtype:
         for depth in args.depths:
             if not args.no_reference:
                 for neuron in ("quadratic", "linear"):
+                    if neuron not in args.neurons:
+                        continue
                     r = _run("torch_reference.py", [
                         "--depth", str(depth), "--neuron", neuron,
                         "--batch", str(args.batch), "--steps",
