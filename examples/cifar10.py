@@ -285,7 +285,8 @@ def main(argv=None, extra_callbacks=()):
     print(f"{model.name}: {model.count_params():,} parameters, backend "
           f"{backend}, {devices} device(s), {steps_per_epoch} steps/epoch")
     model.fit(train_ds, validation_data=test_ds, epochs=args.epochs,
-              callbacks=callbacks, verbose=args.verbose)
+              callbacks=callbacks, verbose=args.verbose,
+              shuffle=False)  # tf.data shuffles
     test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
     plot_curves(csv_path, os.path.join(out, "curves.png"))
     summary = {

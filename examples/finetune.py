@@ -57,7 +57,7 @@ def main(argv=None):
         print(f"Training {conventional.name} for {args.pretrain_epochs} "
               "epoch(s)")
         conventional.fit(train_ds, epochs=args.pretrain_epochs,
-                         verbose=args.verbose)
+                         verbose=args.verbose, shuffle=False)
     _, before = conventional.evaluate(test_ds, verbose=0)
 
     model = kq.quadratize(conventional, neuron=args.neuron)
@@ -70,7 +70,7 @@ def main(argv=None):
     print(f"test accuracy: conventional {before:.4f}, right after "
           f"quadratize {after:.4f}")
     history = model.fit(train_ds, validation_data=test_ds, epochs=args.epochs,
-                        verbose=args.verbose)
+                        verbose=args.verbose, shuffle=False)
     per_epoch = [float(a) for a in history.history["val_accuracy"]]
     for epoch, accuracy in enumerate(per_epoch, start=1):
         print(f"epoch {epoch}: test accuracy {accuracy:.4f}")
