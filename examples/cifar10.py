@@ -169,25 +169,22 @@ def plot_curves(csv_path, png_path):
     plt.close(fig)
 
 
-class EpochTimer:
-    """Keras callback factory: wall time of each epoch."""
+def epoch_timer():
+    """A Keras callback that records the wall time of each epoch."""
+    import keras
 
-    @staticmethod
-    def create():
-        import keras
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
 
-        class _Timer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds = []
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
 
-            def on_epoch_begin(self, epoch, logs=None):
-                self._start = time.perf_counter()
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
 
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds.append(time.perf_counter() - self._start)
-
-        return _Timer()
+    return EpochTimer()
 
 
 def build_and_compile(args, steps_per_epoch, num_classes, data_format):
@@ -271,7 +268,7 @@ def main(argv=None, extra_callbacks=()):
     out = args.output_dir
     os.makedirs(out, exist_ok=True)
     csv_path = os.path.join(out, "log.csv")
-    timer = EpochTimer.create()
+    timer = epoch_timer()
     callbacks = [
         keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
         keras.callbacks.CSVLogger(csv_path, append=True),

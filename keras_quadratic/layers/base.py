@@ -101,7 +101,7 @@ class QuadraticLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
-        quadratic = {
+        weights = {
             "kernel": (kernel_initializer, kernel_regularizer,
                        kernel_constraint),
             "bias": (bias_initializer, bias_regularizer, bias_constraint),
@@ -115,7 +115,7 @@ class QuadraticLayer(keras.layers.Layer):
             "square_bias": (square_bias_initializer, square_bias_regularizer,
                             square_bias_constraint),
         }
-        for weight, (init, reg, cons) in quadratic.items():  # all weights
+        for weight, (init, reg, cons) in weights.items():
             setattr(self, f"{weight}_initializer", initializers.get(init))
             setattr(self, f"{weight}_regularizer", regularizers.get(reg))
             setattr(self, f"{weight}_constraint", constraints.get(cons))
@@ -135,9 +135,11 @@ class QuadraticLayer(keras.layers.Layer):
         self.relinear_regularizer = relinear_regularizer
 
     # -- weights -----------------------------------------------------------
-    def _add_quadratic_weight(self, name, shape, group, reference):
+    def _add_neuron_weight(self, name, shape, group=None, reference=0.0):
+        """Adds weight `name`; a quadratic one (`group` "gate" or "square")
+        is tagged and gets the ReLinear penalty toward `reference`."""
         regularizer = getattr(self, f"{name}_regularizer")
-        if self.relinear_regularizer is not None:
+        if group is not None and self.relinear_regularizer is not None:
             penalty = self.relinear_regularizer.penalty(group, reference)
             if penalty is not None:
                 regularizer = (
@@ -153,45 +155,20 @@ class QuadraticLayer(keras.layers.Layer):
             trainable=True,
             dtype=self.dtype,
         )
-        return _tag(variable, group)
+        return variable if group is None else _tag(variable, group)
 
     def _build_neuron(self, kernel_shape, units):
         """Creates all weights. `units` is the number of outputs."""
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=kernel_shape,
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-            trainable=True,
-            dtype=self.dtype,
-        )
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(units,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-                trainable=True,
-                dtype=self.dtype,
-            )
+        add = self._add_neuron_weight
+        self.kernel = add("kernel", kernel_shape)
+        self.bias = add("bias", (units,)) if self.use_bias else None
         self.gate_kernel = self.gate_bias = self.square_bias = None
         if not self.compact:
-            self.gate_kernel = self._add_quadratic_weight(
-                "gate_kernel", kernel_shape, GATE, 0.0
-            )
-            self.gate_bias = self._add_quadratic_weight(
-                "gate_bias", (units,), GATE, 1.0
-            )
-        self.square_kernel = self._add_quadratic_weight(
-            "square_kernel", kernel_shape, SQUARE, 0.0
-        )
+            self.gate_kernel = add("gate_kernel", kernel_shape, GATE)
+            self.gate_bias = add("gate_bias", (units,), GATE, reference=1.0)
+        self.square_kernel = add("square_kernel", kernel_shape, SQUARE)
         if self.use_bias and not self.compact:
-            self.square_bias = self._add_quadratic_weight(
-                "square_bias", (units,), SQUARE, 0.0
-            )
+            self.square_bias = add("square_bias", (units,), SQUARE)
 
     # -- computation -------------------------------------------------------
     def _linear(self, inputs, kernel):
@@ -211,20 +188,19 @@ class QuadraticLayer(keras.layers.Layer):
         ops = keras.ops
         inputs = ops.cast(inputs, self.compute_dtype)
         squared = ops.square(inputs)
-        if self.compact and not _FUSE_COMPACT:
-            outputs = ops.add(self._linear(inputs, self.kernel),
-                              self._linear(squared, self.square_kernel))
-            if self.use_bias:
-                outputs = self._add_bias(outputs, self.bias)
-        elif self.compact:
-            # One linear map over [x, x*x] with the kernels stacked on the
-            # input axis: W_r x + W_b x^2 in one pass.
-            kernel = ops.concatenate(
-                [self.kernel, self.square_kernel], axis=-2
-            )
-            outputs = self._linear(
-                self._concat_inputs(inputs, squared), kernel
-            )
+        if self.compact:
+            if _FUSE_COMPACT:
+                # One linear map over [x, x*x] with the kernels stacked on
+                # the input axis: W_r x + W_b x^2 in one pass.
+                kernel = ops.concatenate(
+                    [self.kernel, self.square_kernel], axis=-2
+                )
+                outputs = self._linear(
+                    self._concat_inputs(inputs, squared), kernel
+                )
+            else:
+                outputs = ops.add(self._linear(inputs, self.kernel),
+                                  self._linear(squared, self.square_kernel))
             if self.use_bias:
                 outputs = self._add_bias(outputs, self.bias)
         else:
