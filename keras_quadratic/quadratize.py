@@ -19,8 +19,9 @@ _COUNTERPARTS = {
     keras.layers.Conv3D: ("QuadraticConv3D", "CompactQuadraticConv3D"),
     keras.layers.Dense: ("QuadraticDense", "CompactQuadraticDense"),
 }
-# Layers whose math is a linear map but that have no quadratic counterpart.
-_UNCONVERTIBLE = (
+# Every layer whose math is a linear map: the candidates for conversion
+# (those without a counterpart above are kept and named in a warning).
+_LINEAR_MAP_LAYERS = (
     keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
     keras.layers.SeparableConv1D, keras.layers.SeparableConv2D,
     keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
@@ -98,7 +99,7 @@ def quadratize(model, neuron="quadratic", layers=None):
     def clone(layer):
         convert = (
             not isinstance(layer, keras.Model)
-            and isinstance(layer, _UNCONVERTIBLE)
+            and isinstance(layer, _LINEAR_MAP_LAYERS)
             and selected(layer)
         )
         reason = _why_not(layer) if convert else None

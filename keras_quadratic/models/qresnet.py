@@ -25,8 +25,7 @@ _CONVS = {
 }
 
 
-def _valid_depths():
-    return "6n+2 with n >= 1, e.g. 8, 14, 20, 32, 44, 56, 110, 1202"
+VALID_DEPTHS = "6n+2 with n >= 1, e.g. 8, 14, 20, 32, 44, 56, 110, 1202"
 
 
 @keras.saving.register_keras_serializable(package="keras_quadratic")
@@ -126,7 +125,7 @@ def QResNet(
         or depth < 8 or (depth - 2) % 6
     ):
         raise ValueError(
-            f"QResNet: argument `depth` must be {_valid_depths()}. "
+            f"QResNet: argument `depth` must be {VALID_DEPTHS}. "
             f"Received: depth={depth!r}"
         )
     if shortcut not in SHORTCUTS:
