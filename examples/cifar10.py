@@ -1,6 +1,6 @@
 """Train a quadratic ResNet on CIFAR-10 (or CIFAR-100) with ReLinear.
 
-    KERAS_BACKEND=jax python examples/cifar10.py --data-dir ../shared/datasets/tfds
+    KERAS_BACKEND=jax python examples/cifar10.py --download
 
 The defaults reproduce the original recipe: QResNet20, ReLinear
 initialization, SGD with momentum 0.9 and weight decay 1e-4, batch 128,
@@ -62,9 +62,21 @@ def parse_args(argv=None):
         for norm in ("l1", "l2"):
             p.add_argument(f"--{group}-{norm}", type=float, default=0.0,
                            help=f"ReLinear regularizer {group}_{norm}")
-    p.add_argument("--mixed-precision", choices=("bf16", "fp16"), default=None)
+    p.add_argument("--mixed-precision", choices=("bf16", "fp16"), default=None,
+                   help="Keras mixed precision; bf16 is the one to use on "
+                   "recent GPUs (fp16 adds loss scaling)")
     p.add_argument("--distribute", action="store_true",
                    help="data parallel over all local devices")
+    p.add_argument("--steps-per-execution", type=int, default=1,
+                   help="training steps per compiled call (fewer host "
+                   "round trips; JAX and TensorFlow only)")
+    p.add_argument("--jit-compile", choices=("auto", "true", "false"),
+                   default="auto",
+                   help="XLA on TensorFlow (auto: on GPUs only), "
+                   "torch.compile on torch (auto: off); JAX always compiles")
+    p.add_argument("--require-gpu", action="store_true",
+                   help="exit with an error when the backend computes on "
+                   "the CPU")
     p.add_argument("--output-dir", default="runs/cifar10")
     return p.parse_args(argv)
 
@@ -77,7 +89,13 @@ def fail(message):
 def load_splits(args):
     """The train and test splits as tf.data datasets of (uint8 image, label),
     and the number of training examples."""
-    import tensorflow_datasets as tfds
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        fail(f"the data pipeline needs TensorFlow and tensorflow-datasets "
+             f"({error}). Install a CPU TensorFlow with the examples: pip "
+             f"install \".[tensorflow,examples]\" (or .[tensorflow-cuda,"
+             f"examples] for the tensorflow backend on a GPU).")
 
     if args.mock_data:
         with tfds.testing.mock_data(num_examples=args.mock_examples):
@@ -93,7 +111,7 @@ def load_splits(args):
                 f"the tfds dataset '{args.dataset}' is not prepared in "
                 f"{builder.data_dir if args.data_dir else 'the default tfds data dir'}"
                 ". Pass --data-dir DIR pointing at a prepared tfds data dir "
-                "(e.g. --data-dir ../shared/datasets/tfds), --download to "
+                "(prepared by tfds), --download to "
                 "let tfds fetch it, or --mock-data to run on random data."
             )
         try:
@@ -111,33 +129,56 @@ def load_splits(args):
 
 
 def pipeline(dataset, batch_size, training, data_format, seed):
-    """tf.data: per-channel normalization; for training, random crop with
-    4-pixel padding, horizontal flip and shuffling; batch and prefetch."""
+    """tf.data over (uint8 image, label) pairs: caches the uint8 images
+    (a quarter of float32's bytes), shuffles, batches, then works on whole
+    batches: for training a random crop from the image zero-padded by 4
+    pixels and a random horizontal flip (each image its own), then the
+    per-channel normalization; prefetches."""
     import tensorflow as tf
 
-    mean = tf.constant(MEAN, tf.float32)
-    std = tf.constant(STD, tf.float32)
-
-    def normalize(image, label):
-        image = (tf.cast(image, tf.float32) / 255.0 - mean) / std
-        return image, label
-
-    def augment(image, label):
-        image = tf.image.pad_to_bounding_box(image, 4, 4, 40, 40)
-        image = tf.image.random_crop(image, (32, 32, 3))
-        image = tf.image.random_flip_left_right(image)
-        return image, label
-
-    dataset = dataset.map(normalize, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.cache()
     if training:
-        dataset = dataset.cache().shuffle(10_000, seed=seed)
-        dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        dataset = dataset.cache()
-    if data_format == "channels_first":
-        dataset = dataset.map(lambda x, y: (tf.transpose(x, (2, 0, 1)), y))
-    return dataset.batch(batch_size, drop_remainder=training).prefetch(
+        dataset = dataset.shuffle(10_000, seed=seed)
+    dataset = dataset.batch(batch_size, drop_remainder=training)
+
+    def prepare(images, labels):
+        if training:
+            images = augment_batch(images)
+        return normalize_batch(images, data_format), labels
+
+    return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
         tf.data.AUTOTUNE)
+
+
+def augment_batch(images, padding=4):
+    """Random crop of each image after zero padding (black, as the original
+    pads the uint8 image) and random horizontal flip, vectorized over a
+    batch of channels_last images."""
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
+    padded = tf.pad(images, [[0, 0], [padding, padding],
+                             [padding, padding], [0, 0]])
+    offsets = tf.random.uniform((batch, 2), 0, 2 * padding + 1,
+                                dtype=tf.int32)
+    rows = offsets[:, :1] + tf.range(height)[None]
+    columns = offsets[:, 1:] + tf.range(width)[None]
+    flip = tf.random.uniform((batch, 1)) < 0.5
+    columns = tf.where(flip, columns[:, ::-1], columns)
+    images = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(images, columns, axis=2, batch_dims=1)
+
+
+def normalize_batch(images, data_format):
+    """uint8 images to float32, per-channel mean/std; channels_first on
+    request."""
+    import tensorflow as tf
+
+    images = (tf.cast(images, tf.float32) / 255.0 - MEAN) / STD
+    if data_format == "channels_first":
+        images = tf.transpose(images, (0, 3, 1, 2))
+    return images
 
 
 def plot_curves(csv_path, png_path):
@@ -187,6 +228,27 @@ def epoch_timer():
     return EpochTimer()
 
 
+def epoch_callbacks(out):
+    """Backup for resuming, TensorBoard and the best model, all saving at
+    the end of each epoch. Their per-batch hooks do not touch the model at
+    that frequency (TensorBoard would, to write the graph: that is off), so
+    they are marked `async_safe` and leave Keras's asynchronous dispatch on:
+    the host does not wait for each step's results."""
+    import keras
+
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
+        keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"),
+                                    write_graph=False),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(out, "best.keras"), monitor="val_accuracy",
+            save_best_only=True),
+    ]
+    for callback in callbacks:
+        callback.async_safe = True
+    return callbacks
+
+
 def build_and_compile(args, steps_per_epoch, num_classes, data_format):
     import keras
 
@@ -219,6 +281,9 @@ def build_and_compile(args, steps_per_epoch, num_classes, data_format):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         auto_scale_loss=args.mixed_precision == "fp16",
+        steps_per_execution=args.steps_per_execution,
+        jit_compile={"auto": "auto", "true": True, "false": False}[
+            args.jit_compile],
     )
     return model
 
@@ -227,10 +292,22 @@ def main(argv=None, extra_callbacks=()):
     args = parse_args(argv)
     import keras
 
+    import keras_quadratic as kq
+
     backend = keras.backend.backend()
     if args.distribute and backend == "torch":
         fail("--distribute is not supported yet on the torch backend; use "
              "KERAS_BACKEND=jax or tensorflow, or run without --distribute.")
+    if args.steps_per_execution < 1 or (
+            args.steps_per_execution > 1 and backend == "torch"):
+        fail(f"--steps-per-execution {args.steps_per_execution}: must be 1 "
+             "on the torch backend and a positive integer on the others.")
+    try:
+        device = kq.devices.check_device(require_gpu=args.require_gpu,
+                                         stream=sys.stdout)
+    except RuntimeError as error:
+        fail(str(error))
+    kq.devices.hide_gpus_from_tensorflow()
     train, test, train_size = load_splits(args)
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
@@ -270,12 +347,8 @@ def main(argv=None, extra_callbacks=()):
     csv_path = os.path.join(out, "log.csv")
     timer = epoch_timer()
     callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
+        *epoch_callbacks(out),
         keras.callbacks.CSVLogger(csv_path, append=True),
-        keras.callbacks.TensorBoard(os.path.join(out, "tensorboard")),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(out, "best.keras"), monitor="val_accuracy",
-            save_best_only=True),
         timer,
         *extra_callbacks,
     ]
@@ -298,7 +371,8 @@ def main(argv=None, extra_callbacks=()):
         "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
         "backend": backend,
         "devices": devices,
-        "accelerator": _accelerator(),
+        "accelerator": device["platform"],
+        "device_name": device["name"],
         "seconds_per_epoch": (sum(timer.seconds) / len(timer.seconds)
                               if timer.seconds else None),
         "mixed_precision": args.mixed_precision,
@@ -310,24 +384,6 @@ def main(argv=None, extra_callbacks=()):
         "test_accuracy", "params", "epochs", "backend", "devices",
         "seconds_per_epoch")}))
     return summary
-
-
-def _accelerator():
-    """"gpu" when the backend computes on a GPU, else "cpu"."""
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return "gpu" if jax.default_backend() == "gpu" else "cpu"
-    if backend == "torch":
-        import torch
-
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    import tensorflow as tf
-
-    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
 
 
 if __name__ == "__main__":

@@ -96,3 +96,104 @@ def test_distribute_on_torch_says_not_supported(tmp_path):
                                              str(tmp_path)], timeout=300)
     assert result.returncode == 2
     assert "not supported yet" in result.stderr
+
+
+def test_says_where_it_computes_and_warns_of_an_unused_gpu(
+        tmp_path, monkeypatch, capsys):
+    import keras_quadratic as kq
+
+    monkeypatch.setattr(kq.devices, "nvidia_gpu_present", lambda: True)
+    summary = cifar10.main(SMALL + ["--epochs", "1", "--output-dir",
+                                    str(tmp_path)])
+    out = capsys.readouterr().out
+    backend = keras.backend.backend()
+    assert f"Keras backend {backend}, computing on cpu" in out
+    assert kq.devices.GPU_INSTALL[backend] in out
+    # said before training starts
+    assert out.index("computing on cpu") < out.index("steps/epoch")
+    assert summary["accelerator"] == "cpu"
+
+
+def test_require_gpu_is_an_error_on_the_cpu(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cifar10.main(SMALL + ["--require-gpu", "--output-dir",
+                              str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "computes on the CPU" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(tmp_path, "log.csv"))
+
+
+def test_steps_per_execution_and_jit_compile(tmp_path, capsys):
+    args = SMALL + ["--epochs", "1", "--steps-per-execution", "2",
+                    "--jit-compile", "false", "--output-dir", str(tmp_path)]
+    if keras.backend.backend() == "torch":
+        with pytest.raises(SystemExit):
+            cifar10.main(args)
+        assert "must be 1 on the torch backend" in capsys.readouterr().err
+        return
+    summary = cifar10.main(args)
+    assert summary["steps"] == 2
+    assert summary["args"]["steps_per_execution"] == 2
+
+
+def test_epoch_callbacks_leave_async_dispatch_on(tmp_path):
+    callbacks = cifar10.epoch_callbacks(str(tmp_path))
+    for callback in callbacks:
+        overrides = (type(callback).on_train_batch_end
+                     is not keras.callbacks.Callback.on_train_batch_end)
+        assert not overrides or callback.async_safe, type(callback).__name__
+    assert {type(c).__name__ for c in callbacks} == {
+        "BackupAndRestore", "TensorBoard", "ModelCheckpoint"}
+
+
+def _uint8_dataset(n=20, seed=3):
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype="uint8")
+    labels = rng.integers(0, 10, (n,)).astype("int64")
+    return images, labels, tf.data.Dataset.from_tensor_slices(
+        (images, labels))
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_test_pipeline_normalizes_as_per_image_reference(data_format):
+    import numpy as np
+
+    images, labels, dataset = _uint8_dataset()
+    batches = list(cifar10.pipeline(dataset, 8, False, data_format, 0))
+    assert [len(y) for _, y in batches] == [8, 8, 4]  # nothing dropped
+    x = np.concatenate([b.numpy() for b, _ in batches])
+    y = np.concatenate([b.numpy() for _, b in batches])
+    expected = (images.astype("float64") / 255.0 - np.array(cifar10.MEAN)) / (
+        np.array(cifar10.STD))
+    if data_format == "channels_first":
+        expected = expected.transpose(0, 3, 1, 2)
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(y, labels)
+
+
+def test_augmentation_crops_the_zero_padded_image_and_flips():
+    import numpy as np
+    import tensorflow as tf
+
+    images, _, _ = _uint8_dataset(n=64)
+    images = np.maximum(images, 1)  # so that the padding shows as zeros
+    out = cifar10.augment_batch(tf.constant(images)).numpy()
+    assert out.shape == images.shape and out.dtype == np.uint8
+    padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    offsets, flips = set(), 0
+    for i in range(len(images)):
+        matches = [(dy, dx, flip) for dy in range(9) for dx in range(9)
+                   for flip in (False, True)
+                   if np.array_equal(
+                       padded[i, dy:dy + 32, dx:dx + 32][:, ::-1]
+                       if flip else padded[i, dy:dy + 32, dx:dx + 32],
+                       out[i])]
+        assert matches, f"image {i} is not a crop of its padded self"
+        offsets.add(matches[0][:2])
+        flips += matches[0][2]
+    assert len(offsets) > 10  # each image its own offset
+    assert 10 < flips < 54

@@ -19,10 +19,11 @@ from keras import regularizers
 from keras_quadratic.regularizers import ReLinear
 
 # The compact neuron as one linear map of [x, x*x] (concatenated) rather
-# than two: faster on XLA (JAX: QResNet20 training step 0.89 s vs 1.48 s on
-# a 2-core CPU), slower on torch (0.59 s vs 0.51 s), even on TensorFlow
-# (benchmarks/).
-_FUSE_COMPACT = keras.backend.backend() != "torch"
+# than two, on the backend where that measured faster (compact QResNet20
+# training step, batch 128, 2-core CPU, benchmarks/keras_step.py): JAX
+# 0.89 s fused vs 1.48 s; torch 0.59 s vs 0.51 s; TensorFlow 0.42-0.50 s vs
+# 0.41-0.42 s.
+_FUSE_COMPACT = keras.backend.backend() == "jax"
 
 GATE = "gate"
 SQUARE = "square"
