@@ -1,22 +1,33 @@
 #!/usr/bin/env bash
-# Training images/s of QResNet20 and QResNet56 on a lent NVIDIA GPU, in
-# float32 and bf16, on the jax and torch backends and for the plain PyTorch
-# reference: one command, a few minutes.
+# The GPU check (benchmarks/gpu_check.py) in one command, on a machine that
+# has Python with torch and JAX (CUDA builds), numpy, h5py, ml-dtypes,
+# absl-py and rich, and no network: keras, namex, optree and packaging come
+# from wheels in .whl/ beside the repository root, made beforehand on a
+# machine with network (Python 3.12, x86_64 Linux):
 #
-# The GPU machine has torch and JAX with CUDA but not keras: first, here,
-#   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#     --implementation cp --platform manylinux2014_x86_64 -d .whl \
-#     keras==3.15.1 namex optree absl-py rich h5py ml-dtypes markdown-it-py mdurl pygments
-# then run, with .whl carried:  bash benchmarks/gpu.sh
+#     --implementation cp --abi cp312 --platform manylinux2014_x86_64 \
+#     --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+#     -d .whl keras==3.15.1 namex optree packaging
+#
+# and a real CIFAR-10 subset as uint8 arrays (about 37 MB), made from a tfds
+# data dir that holds cifar10:
+#
+#   python benchmarks/make_cifar_subset.py --data-dir DIR --output .gpu-data/cifar10_subset.npz
+#
+#   bash benchmarks/gpu.sh --data .gpu-data/cifar10_subset.npz   # on the GPU machine
+#   bash benchmarks/gpu.sh --smoke                              # on any CPU: tiny sizes
+#
+# Exits non-zero when a backend computes on the CPU (except with --smoke).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ls .whl/*.whl > /dev/null 2>&1; then
+  site="${TMPDIR:-/tmp}/keras-quadratic-site"
   python3 -m pip install -q --no-index --no-deps --no-compile --upgrade \
-    --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
+    --target "$site" .whl/*.whl
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 benchmarks/run.py --backends jax torch --depths 20 56 \
-  --neurons quadratic --dtype float32 bfloat16 --steps 20 \
-  --output "${OUT:-runs}/gpu_benchmark.json"
+if command -v nvidia-smi > /dev/null; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+fi
+exec python3 benchmarks/gpu_check.py "$@"

@@ -1,0 +1,371 @@
+"""The GPU check: does keras-quadratic compute on the GPU, how fast, and does
+it learn there? For the jax and torch backends, each in its own process:
+
+1. fails (exit 1, a `FAIL:` line) when the backend computes on the CPU;
+2. times `model.fit` steps of QResNet20 and ResNet20 (batch 128 and 512,
+   float32 and bf16, with and without jit where the backend has the choice:
+   torch.compile on torch; JAX always compiles) on in-memory data, after a
+   warm-up that includes compilation, and the plain PyTorch reference
+   (benchmarks/torch_reference.py, eager and channels_last) on the same card;
+3. trains QResNet20 with ReLinear for a few epochs on a real CIFAR-10 subset
+   (`--data`, made by benchmarks/make_cifar_subset.py) and reports the test
+   accuracy after each epoch;
+4. writes one JSON (`$OUT/gpu_check.json`, else runs/gpu_check.json) and
+   prints a table: images/s per row, ratio to the PyTorch reference, the
+   card's name.
+
+Needs no TensorFlow. Rows run in order of importance until `--budget`
+seconds are spent; the rest are listed as skipped. `--smoke` runs the same
+code on the CPU with tiny sizes (no GPU required) to keep it working.
+
+    bash benchmarks/gpu.sh [--data .gpu-data/cifar10_subset.npz]
+    bash benchmarks/gpu.sh --smoke
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BACKENDS = ("jax", "torch")
+# Normalization of the example (examples/cifar10.py).
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+
+
+def sizes(smoke):
+    """What to measure: full sizes on a GPU, tiny ones for --smoke."""
+    if smoke:
+        return dict(depth=8, batches=(16,), dtypes=("float32",),
+                    steps=3, warmup=1, epochs=1, train=128, test=64,
+                    torch_jit=(False,))
+    return dict(depth=20, batches=(512, 128), dtypes=("bfloat16", "float32"),
+                steps=50, warmup=5, epochs=5, train=None, test=None,
+                torch_jit=(False, True))
+
+
+def timing_rows(runner, cfg):
+    """(model, batch, dtype, jit) rows in order of importance."""
+    jits = {"jax": (True,), "reference": (False,),
+            "reference-channels-last": (False,)}.get(runner, cfg["torch_jit"])
+    rows = []
+    for jit in jits:
+        for dtype in cfg["dtypes"]:
+            for batch in cfg["batches"]:
+                for neuron in ("quadratic", "linear"):
+                    rows.append((neuron, batch, dtype, jit))
+    return rows
+
+
+def images(n, rng, shape=(32, 32, 3)):
+    return rng.integers(0, 256, (n, *shape), dtype="uint8")
+
+
+def normalize(x):
+    import numpy as np
+
+    return ((x.astype("float32") / 255.0 - np.float32(MEAN)) /
+            np.float32(STD)).astype("float32")
+
+
+# -- keras worker ----------------------------------------------------------
+def keras_worker(cfg, deadline, data_path):
+    import keras
+    import numpy as np
+
+    import keras_quadratic as kq
+
+    report = {"runner": keras.backend.backend(),
+              "device": kq.devices.compute_device(), "rows": [],
+              "training": None}
+    if report["device"]["platform"] == "cpu" and not cfg["smoke"]:
+        report["error"] = (f"the {report['runner']} backend computes on the "
+                           "CPU")
+        return report
+    rng = np.random.default_rng(0)
+
+    # The learning check first: it is the claim that matters most.
+    if time.time() < deadline:
+        report["training"] = train_real(cfg, data_path, rng)
+    for neuron, batch, dtype, jit in timing_rows(report["runner"], cfg):
+        row = dict(model=f"{'Q' if neuron == 'quadratic' else ''}ResNet"
+                   f"{cfg['depth']}", neuron=neuron, batch=batch, dtype=dtype,
+                   jit=jit)
+        if time.time() > deadline:
+            row["skipped"] = "time budget"
+            report["rows"].append(row)
+            continue
+        keras.config.set_dtype_policy(
+            "mixed_bfloat16" if dtype == "bfloat16" else "float32")
+        keras.utils.set_random_seed(0)
+        model = kq.models.QResNet(cfg["depth"], neuron)
+        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+        if neuron != "linear":
+            optimizer = kq.optimizers.ReLinear(optimizer)
+        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True), jit_compile=jit)
+        n = batch * cfg["steps"]
+        x = normalize(images(n, rng))
+        y = rng.integers(0, 10, (n,)).astype("int32")
+        start = time.perf_counter()
+        w = batch * cfg["warmup"]
+        model.fit(x[:w], y[:w], batch_size=batch, verbose=0, shuffle=False)
+        row["warmup_seconds"] = time.perf_counter() - start
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=batch, verbose=0, shuffle=False)
+        seconds = time.perf_counter() - start
+        row["images_per_second"] = n / seconds
+        keras.config.set_dtype_policy("float32")
+        report["rows"].append(row)
+        print(f"  {report['runner']} {row['model']} batch {batch} {dtype} "
+              f"jit={jit}: {row['images_per_second']:.0f} images/s",
+              flush=True)
+    return report
+
+
+def train_real(cfg, data_path, rng):
+    """QResNet with ReLinear, a few epochs; test accuracy per epoch."""
+    import keras
+    import numpy as np
+
+    import keras_quadratic as kq
+
+    if data_path:
+        with np.load(data_path) as data:
+            x_train, y_train = data["x_train"], data["y_train"]
+            x_test, y_test = data["x_test"], data["y_test"]
+        source = os.path.basename(data_path)
+    else:
+        x_train, x_test = images(cfg["train"], rng), images(cfg["test"], rng)
+        y_train = rng.integers(0, 10, (cfg["train"],))
+        y_test = rng.integers(0, 10, (cfg["test"],))
+        source = "random"
+    keras.utils.set_random_seed(0)
+    batch = 128 if not cfg["smoke"] else 32
+    steps = len(x_train) // batch
+    model = kq.models.QResNet(cfg["depth"], "quadratic")
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+        [steps * (cfg["epochs"] - 1)], [0.1, 0.01])
+    model.compile(
+        kq.optimizers.ReLinear(keras.optimizers.SGD(schedule, momentum=0.9)),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"])
+    start = time.perf_counter()
+    history = model.fit(
+        normalize(x_train), y_train.astype("int32"), batch_size=batch,
+        epochs=cfg["epochs"], shuffle=True, verbose=0,
+        validation_data=(normalize(x_test), y_test.astype("int32")))
+    accuracies = [round(float(a), 4) for a in history.history["val_accuracy"]]
+    print(f"  {keras.backend.backend()} QResNet{cfg['depth']} on {source} "
+          f"({len(x_train)} train / {len(x_test)} test): test accuracy per "
+          f"epoch {accuracies}", flush=True)
+    return {"data": source, "train_examples": int(len(x_train)),
+            "test_examples": int(len(x_test)), "epochs": cfg["epochs"],
+            "test_accuracy_per_epoch": accuracies,
+            "seconds": time.perf_counter() - start}
+
+
+# -- plain PyTorch reference worker ---------------------------------------
+def reference_worker(cfg, deadline):
+    import torch
+    import torch.nn.functional as F
+
+    sys.path.insert(0, HERE)
+    from torch_reference import ResNet
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+    report = {"runner": "reference", "rows": [], "training": None,
+              "device": {"backend": "pytorch", "platform":
+                         "gpu" if device == "cuda" else "cpu", "name": name,
+                         "count": 1}}
+    if device == "cpu" and not cfg["smoke"]:
+        report["error"] = "PyTorch computes on the CPU"
+        return report
+    for channels_last in (False, True):
+        runner = "reference-channels-last" if channels_last else "reference"
+        for neuron, batch, dtype, _ in timing_rows(runner, cfg):
+            row = dict(model=f"{'Q' if neuron == 'quadratic' else ''}ResNet"
+                       f"{cfg['depth']}", neuron=neuron, batch=batch,
+                       dtype=dtype, jit=False, runner=runner)
+            if time.time() > deadline:
+                row["skipped"] = "time budget"
+                report["rows"].append(row)
+                continue
+            torch.manual_seed(0)
+            fmt = (torch.channels_last if channels_last
+                   else torch.contiguous_format)
+            model = ResNet(cfg["depth"], neuron).to(device, memory_format=fmt)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.01,
+                                        momentum=0.9)
+            x = torch.randn(batch, 3, 32, 32, device=device).to(
+                memory_format=fmt)
+            y = torch.randint(0, 10, (batch,), device=device)
+            autocast = torch.autocast(device, dtype=torch.bfloat16,
+                                      enabled=dtype == "bfloat16")
+
+            def step():
+                optimizer.zero_grad(set_to_none=True)
+                with autocast:
+                    loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                optimizer.step()
+
+            for _ in range(cfg["warmup"]):
+                step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(cfg["steps"]):
+                step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            row["images_per_second"] = batch * cfg["steps"] / (
+                time.perf_counter() - start)
+            report["rows"].append(row)
+            print(f"  {runner} {row['model']} batch {batch} {dtype}: "
+                  f"{row['images_per_second']:.0f} images/s", flush=True)
+    return report
+
+
+# -- driver ----------------------------------------------------------------
+def run_worker(runner, args, budget):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (ROOT, env.get("PYTHONPATH")) if p)
+    if runner != "reference":
+        env["KERAS_BACKEND"] = runner
+    command = [sys.executable, os.path.abspath(__file__), "--worker", runner,
+               "--budget", str(budget)]
+    if args.smoke:
+        command.append("--smoke")
+    if args.data:
+        command += ["--data", args.data]
+    result = subprocess.run(command, env=env, stdout=subprocess.PIPE,
+                            text=True)
+    lines = result.stdout.strip().splitlines()
+    for line in lines[:-1]:
+        print(line, flush=True)
+    if result.returncode != 0 or not lines:
+        return {"runner": runner, "rows": [], "training": None,
+                "error": f"worker exited with {result.returncode}"}
+    return json.loads(lines[-1])
+
+
+def module_missing(runner):
+    import importlib.util
+
+    module = "torch" if runner == "reference" else runner
+    missing = [m for m in (module, "keras") if runner != "reference" or
+               m == module]
+    return [m for m in missing if importlib.util.find_spec(m) is None]
+
+
+def table(reports):
+    reference = {}
+    for report in reports:
+        for row in report["rows"]:
+            if report["runner"] == "reference" and "images_per_second" in row:
+                key = (row["model"], row["batch"], row["dtype"])
+                reference[key] = max(reference.get(key, 0),
+                                     row["images_per_second"])
+    lines = ["| runner | model | batch | dtype | jit | images/s | "
+             "x PyTorch reference |",
+             "| --- | --- | ---: | --- | --- | ---: | ---: |"]
+    for report in reports:
+        if report.get("error"):
+            lines.append(f"| {report['runner']} | {report['error']} | | | | "
+                         "| |")
+        for row in report["rows"]:
+            runner = row.get("runner", report["runner"])
+            if "images_per_second" not in row:
+                lines.append(f"| {runner} | {row['model']} | {row['batch']} "
+                             f"| {row['dtype']} | {row['jit']} | skipped "
+                             f"({row['skipped']}) | |")
+                continue
+            ref = reference.get((row["model"], row["batch"], row["dtype"]))
+            ratio = (f"{row['images_per_second'] / ref:.2f}"
+                     if ref and report["runner"] != "reference" else "-")
+            lines.append(f"| {runner} | {row['model']} | {row['batch']} | "
+                         f"{row['dtype']} | {row['jit']} | "
+                         f"{row['images_per_second']:.0f} | {ratio} |")
+    for report in reports:
+        if report.get("training"):
+            t = report["training"]
+            lines.append(f"\n{report['runner']}: QResNet on {t['data']} "
+                         f"({t['train_examples']} train, {t['test_examples']}"
+                         f" test), test accuracy after each of "
+                         f"{t['epochs']} epochs: "
+                         f"{', '.join(map(str, t['test_accuracy_per_epoch']))}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny sizes on any device (keeps the script working)")
+    p.add_argument("--data", default=None,
+                   help="npz of uint8 x_train, y_train, x_test, y_test "
+                   "(benchmarks/make_cifar_subset.py); random data if absent")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds for the whole check (default 390, smoke 150)")
+    p.add_argument("--backends", nargs="+", default=list(BACKENDS),
+                   choices=BACKENDS)
+    p.add_argument("--output", default=None,
+                   help="JSON path (default $OUT/gpu_check.json, else "
+                   "runs/gpu_check.json)")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    budget = args.budget or (150.0 if args.smoke else 390.0)
+    cfg = dict(sizes(args.smoke), smoke=args.smoke)
+
+    if args.worker:  # one runner in this process; JSON on the last line
+        deadline = time.time() + budget
+        if args.worker == "reference":
+            report = reference_worker(cfg, deadline)
+        else:
+            report = keras_worker(cfg, deadline, args.data)
+        print(json.dumps(report))
+        return 0
+
+    start = time.time()
+    runners = ["reference", *args.backends]
+    reports, failures = [], []
+    for i, runner in enumerate(runners):
+        missing = module_missing(runner)
+        if missing:
+            reports.append({"runner": runner, "rows": [], "training": None,
+                            "error": f"not installed: {', '.join(missing)}"})
+        else:
+            # What is left of the budget, shared by the runners still to go.
+            left = budget - (time.time() - start)
+            share = left / (len(runners) - i)
+            print(f"{runner}: up to {share:.0f} s", flush=True)
+            reports.append(run_worker(runner, args, max(share, 1.0)))
+        if reports[-1].get("error") and not args.smoke:
+            failures.append(f"{runner}: {reports[-1]['error']}")
+    card = next((r["device"]["name"] for r in reports
+                 if r.get("device", {}).get("platform") == "gpu"), "no GPU")
+    text = table(reports)
+    print(f"\nGPU check ({'smoke, ' if args.smoke else ''}{card}, "
+          f"{time.strftime('%Y-%m-%d')}, {time.time() - start:.0f} s)\n")
+    print(text)
+    output = args.output or os.path.join(
+        os.environ.get("OUT") or os.path.join(ROOT, "runs"), "gpu_check.json")
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "w") as f:
+        json.dump({"card": card, "smoke": args.smoke,
+                   "date": time.strftime("%Y-%m-%d"), "reports": reports},
+                  f, indent=2)
+    print(f"\nwrote {output}")
+    for failure in failures:
+        print(f"FAIL: {failure}", flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

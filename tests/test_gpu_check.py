@@ -1,0 +1,58 @@
+import json
+import os
+import subprocess
+import sys
+
+import keras
+
+from examples_util import ROOT
+
+
+def _env(**extra):
+    """gpu.sh runs the `python3` on PATH: this test's."""
+    path = os.pathsep.join([os.path.dirname(sys.executable),
+                            os.environ.get("PATH", "")])
+    return dict(os.environ, PATH=path, **extra)
+
+
+def test_smoke_mode_runs_without_tensorflow(tmp_path):
+    # A `tensorflow` that cannot be imported: the check must not need it.
+    blocker = tmp_path / "blocked" / "tensorflow"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text(
+        "raise ImportError('no TensorFlow in the GPU check')\n")
+    env = _env(OUT=str(tmp_path / "out"), PYTHONPATH=str(blocker.parent))
+    env.pop("KERAS_BACKEND", None)
+    result = subprocess.run(
+        ["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), "--smoke"],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[
+        -3000:]
+    assert "| runner | model | batch | dtype | jit | images/s |" in (
+        result.stdout)
+    with open(tmp_path / "out" / "gpu_check.json") as f:
+        report = json.load(f)
+    assert report["smoke"] is True
+    runners = {r["runner"]: r for r in report["reports"]}
+    assert set(runners) == {"reference", "jax", "torch"}
+    # The backend of this test environment is installed: its rows ran.
+    backend = keras.backend.backend()
+    if backend in runners:
+        ran = runners[backend]
+        assert not ran.get("error"), ran
+        assert ran["device"]["platform"] == "cpu"
+        speeds = [row["images_per_second"] for row in ran["rows"]]
+        assert len(speeds) == 2 and all(s > 0 for s in speeds)
+        accuracy = ran["training"]["test_accuracy_per_epoch"]
+        assert len(accuracy) == 1 and 0.0 <= accuracy[0] <= 1.0
+
+
+def test_without_smoke_a_cpu_backend_is_a_failure(tmp_path):
+    env = _env(OUT=str(tmp_path))
+    result = subprocess.run(
+        ["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), "--backends",
+         keras.backend.backend() if keras.backend.backend() != "tensorflow"
+         else "jax"],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 1
+    assert "FAIL: " in result.stdout
