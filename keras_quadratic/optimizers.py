@@ -36,6 +36,58 @@ def _gamma(value, name):
     return float(value)
 
 
+# -- Keras internals ---------------------------------------------------------
+# Keras's public optimizer API has no place for what ReLinear needs; these
+# helpers are the only code here that touches private attributes, and
+# tests/test_optimizers.py::test_keras_internals_used_by_relinear fails
+# loudly if a Keras release changes them.
+
+
+def _wrap_update_rule(optimizer, shrink_update):
+    """Makes `optimizer` call `shrink_update(update_rule, grads, variables,
+    learning_rate)` in place of its update rule.
+
+    `Optimizer.apply` runs, in order: loss-scale unscaling, gradient
+    accumulation, clipping, weight decay, the update rule
+    (`_backend_update_step`: fused on torch, per replica under
+    tf.distribute), EMA, constraints. Shrinking the steps right after the
+    update rule keeps every other stage correct: EMA averages and
+    constraints see the shrunk values, and with gradient accumulation only
+    the real update steps are shrunk.
+    """
+    if "_backend_update_step" in vars(optimizer):
+        raise ValueError(
+            "ReLinear optimizer: this optimizer is already wrapped by a "
+            "ReLinear optimizer; wrap a new instance.")
+    update_rule = getattr(type(optimizer), "_backend_update_step", None)
+    if update_rule is None:
+        raise RuntimeError(
+            "ReLinear optimizer: this Keras version has no "
+            "Optimizer._backend_update_step; keras-quadratic needs updating.")
+
+    def backend_update_step(grads, variables, learning_rate):
+        rule = lambda g, v, lr: update_rule(optimizer, g, v, lr)  # noqa: E731
+        return shrink_update(rule, grads, variables, learning_rate)
+
+    optimizer._backend_update_step = backend_update_step
+
+
+def _exclude_from_weight_decay(optimizer, variables):
+    """Adds `variables` to the optimizer's weight-decay exclusions, keeping
+    the user's own, built or not (the public `exclude_from_weight_decay()`
+    replaces them, and only before `build`)."""
+    excluded = set(getattr(optimizer, "_exclude_from_weight_decay", ()))
+    excluded.update(optimizer._var_key(v) for v in variables)
+    optimizer._exclude_from_weight_decay = excluded
+    optimizer._exclude_from_weight_decay_cache = {}
+
+
+def _built_on(optimizer, variables):
+    """Whether a built optimizer tracks exactly these variables."""
+    return {optimizer._var_key(v) for v in optimizer._trainable_variables} \
+        == {optimizer._var_key(v) for v in variables}
+
+
 @keras.saving.register_keras_serializable(
     package="keras_quadratic", name="ReLinearOptimizer"
 )
@@ -59,7 +111,15 @@ class ReLinear(keras.optimizers.Optimizer):
     `keras_quadratic.regularizers.ReLinear` regularizer instead.
 
     `learning_rate` and `iterations` are those of the wrapped optimizer, so
-    schedules and callbacks such as `ReduceLROnPlateau` act on it.
+    schedules and callbacks such as `ReduceLROnPlateau` act on it. The
+    wrapped optimizer's other options keep their meaning: the steps are
+    shrunk right after its update rule, so `clipnorm`/`global_clipnorm`
+    clip the gradients as usual, `loss_scale_factor` scales the loss (this
+    wrapper's `scale_loss` is the wrapped optimizer's), with
+    `gradient_accumulation_steps` only the real updates are shrunk, the
+    `use_ema` moving averages and the variables' constraints see the shrunk
+    values. An optimizer can be wrapped once; one already built must have
+    been built on the model's trainable variables.
     """
 
     def __init__(self, optimizer, gamma_g=1e-2, gamma_b=1e-2, name=None,
@@ -84,9 +144,10 @@ class ReLinear(keras.optimizers.Optimizer):
                 f"{sorted(kwargs)}; set them on the wrapped optimizer."
             )
         super().__init__(learning_rate=0.0, name=name)
-        self.inner_optimizer = optimizer
         self.gamma_g = _gamma(gamma_g, "gamma_g")
         self.gamma_b = _gamma(gamma_b, "gamma_b")
+        _wrap_update_rule(optimizer, self._shrink_update)
+        self.inner_optimizer = optimizer
 
     def _gamma_of(self, variable):
         group = quadratic_group(variable)
@@ -98,15 +159,14 @@ class ReLinear(keras.optimizers.Optimizer):
 
     def build(self, var_list):
         inner = self.inner_optimizer
+        quadratic = [v for v in var_list if self._gamma_of(v) is not None]
+        if inner.built and not _built_on(inner, var_list):
+            raise ValueError(
+                "ReLinear optimizer: the wrapped optimizer was already "
+                "built on other variables than the model's. Wrap a new, "
+                "unbuilt optimizer (e.g. keras.optimizers.SGD(0.1)).")
+        _exclude_from_weight_decay(inner, quadratic)
         if not inner.built:
-            # Keep the wrapped optimizer's own exclusions and add ours.
-            excluded = set(getattr(inner, "_exclude_from_weight_decay", ()))
-            excluded.update(
-                inner._var_key(v) for v in var_list
-                if self._gamma_of(v) is not None
-            )
-            inner._exclude_from_weight_decay = excluded
-            inner._exclude_from_weight_decay_cache = {}
             inner.build(var_list)
         super().build(var_list)
 
@@ -125,11 +185,20 @@ class ReLinear(keras.optimizers.Optimizer):
             with keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
             self.built = True
-        variables = (
-            self._trainable_variables
-            if trainable_variables is None
-            else list(trainable_variables)
-        )
+        # The wrapped optimizer does everything (loss-scale unscaling,
+        # gradient accumulation, clipping, weight decay, its update rule,
+        # EMA, constraints, the iteration count); the hook installed in
+        # __init__ shrinks the steps right after its update rule.
+        self.inner_optimizer.apply(grads, trainable_variables)
+
+    def scale_loss(self, loss):
+        # The wrapped optimizer unscales the gradients by its
+        # `loss_scale_factor`: the loss must be scaled by it too.
+        return self.inner_optimizer.scale_loss(loss)
+
+    def _shrink_update(self, update_rule, grads, variables, learning_rate):
+        """Runs the wrapped optimizer's update rule, then shrinks the steps
+        of the quadratic variables."""
         shrunk = [
             (v, gamma)
             for v in variables
@@ -137,7 +206,7 @@ class ReLinear(keras.optimizers.Optimizer):
         ]
         # Copies, not views: some optimizers update in place (torch).
         old_values = [ops.copy(v.value) for v, _ in shrunk]
-        self.inner_optimizer.apply(grads, trainable_variables)
+        update_rule(grads, variables, learning_rate)
         if shrunk:
             self._shrink_steps(shrunk, old_values)
 
