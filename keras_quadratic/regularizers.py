@@ -15,17 +15,17 @@ import math
 import keras
 
 
-def _coefficient(value, name):
+def _coefficient(value, name, owner="ReLinear"):
     try:
         value = float(value)
     except (TypeError, ValueError):
         raise TypeError(
-            f"ReLinear: argument `{name}` must be a non-negative number. "
+            f"{owner}: argument `{name}` must be a non-negative number. "
             f"Received: {name}={value!r}"
         ) from None
     if not math.isfinite(value) or value < 0:
         raise ValueError(
-            f"ReLinear: argument `{name}` must be a non-negative finite "
+            f"{owner}: argument `{name}` must be a non-negative finite "
             f"number. Received: {name}={value!r}"
         )
     return value
@@ -95,3 +95,63 @@ class ReLinear:
     def __repr__(self):
         args = ", ".join(f"{k}={v}" for k, v in self.get_config().items())
         return f"ReLinear({args})"
+
+
+def add_weight_decay(model, weight_decay):
+    """Adds PyTorch-style (coupled) weight decay to a built model's
+    conventional weights.
+
+    `torch.optim.SGD(weight_decay=wd)` adds `wd * w` to each gradient, which
+    then goes through momentum; that is the gradient of the L2 penalty
+
+        (wd / 2) * sum(w^2)
+
+    added to the loss. This function sets that penalty as the regularizer of
+    every trainable weight of `model` except the quadratic ones: kernels,
+    biases, batch-normalization scales and offsets, all that the original
+    ReLinear code decayed. The quadratic weights are left to the ReLinear
+    regularizer, which pulls them toward the conventional neuron
+    (`gate_bias` toward 1, where decay would pull it toward 0). A weight
+    that already has a regularizer keeps it, with the decay added.
+
+    Keras's own `weight_decay=` optimizer argument is decoupled
+    (`w -= lr * wd * w`, outside momentum): at momentum 0.9 the coupled
+    decay of the same value is about 10x stronger. The penalty is part of
+    `model.losses`, not of the saved config: call this again on a loaded
+    model to train it further with the decay.
+
+    Args:
+        model: a built `keras.Model` (or layer).
+        weight_decay: the decay coefficient `wd`, a non-negative number.
+
+    Returns:
+        The number of weights that got the decay.
+
+    Example:
+
+    >>> import keras, keras_quadratic as kq
+    >>> model = kq.models.QResNet(depth=8)
+    >>> decayed = kq.regularizers.add_weight_decay(model, 1e-4)
+    >>> len(model.losses) == decayed
+    True
+    """
+    from keras_quadratic.layers.base import quadratic_group
+
+    weight_decay = _coefficient(weight_decay, "weight_decay",
+                                "add_weight_decay")
+    if not getattr(model, "built", False) or not model.weights:
+        raise ValueError(
+            "add_weight_decay: argument `model` must be a built Keras model "
+            f"with weights. Received: model={model!r}")
+    if weight_decay == 0:
+        return 0
+    penalty = keras.regularizers.L2(weight_decay / 2)
+    count = 0
+    for variable in model.trainable_weights:
+        if quadratic_group(variable) is not None:
+            continue
+        existing = variable.regularizer
+        variable.regularizer = penalty if existing is None else (
+            lambda x, existing=existing: existing(x) + penalty(x))
+        count += 1
+    return count
