@@ -116,3 +116,28 @@ def test_save_and_reload(tmp_path):
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         QResNet(**kwargs)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_strided_branch_conv_is_centred_like_pytorch(data_format):
+    """The stride-2 3x3 convolution pads one pixel on every side (PyTorch's
+    padding=1), so output (i, j) is centred on input (2i, 2j): the pixel the
+    option-A shortcut keeps. Checked against a float64 NumPy convolution."""
+    from reference import conv_nd
+
+    model = QResNet(8, "linear", data_format=data_format,
+                    input_shape=(32, 32, 3) if data_format == "channels_last"
+                    else (3, 32, 32))
+    pad = model.get_layer("stage2_block1_conv1_pad")
+    conv = model.get_layer("stage2_block1_conv1")
+    first = data_format == "channels_first"
+    x = random((2, 16, 32, 32) if first else (2, 32, 32, 16), 5)
+    out = to_numpy(conv(pad(x)))
+    kernel = to_numpy(conv.kernel).astype("float64")
+    x64 = x.astype("float64")
+    padded = np.pad(x64, ((0, 0), (0, 0), (1, 1), (1, 1)) if first
+                    else ((0, 0), (1, 1), (1, 1), (0, 0)))
+    expected = conv_nd(padded, kernel, (2, 2), "valid", (1, 1),
+                       channels_first=first)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    assert out.shape[1:3] == (16, 16) or out.shape[2:] == (16, 16)

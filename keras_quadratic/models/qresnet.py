@@ -156,14 +156,22 @@ def QResNet(
     conv_class = _CONVS[neuron]
     layers = keras.layers
 
-    def branch_conv(filters, stride, label):
+    def branch_conv(x, filters, stride, label):
         kwargs = dict(strides=stride, padding="same", data_format=data_format,
                       kernel_initializer="he_normal", name=label)
         if neuron == "linear":
             kwargs["use_bias"] = False
         else:
             kwargs["relinear_regularizer"] = relinear_regularizer
-        return conv_class(filters, 3, **kwargs)
+        if stride != 1:
+            # PyTorch's padding=1: one pixel on every side, so that the
+            # strided windows are centred on the pixels the shortcut keeps
+            # (0, 2, 4, ...). Keras's "same" would pad only after, centring
+            # them one pixel off.
+            x = layers.ZeroPadding2D(1, data_format=data_format,
+                                     name=f"{label}_pad")(x)
+            kwargs["padding"] = "valid"
+        return conv_class(filters, 3, **kwargs)(x)
 
     inputs = keras.Input(shape=tuple(input_shape))
     x = layers.Conv2D(16, 3, padding="same", use_bias=False,
@@ -176,10 +184,10 @@ def QResNet(
         for block in range(blocks_per_stage):
             label = f"stage{stage}_block{block + 1}"
             stride = 2 if stage > 1 and block == 0 else 1
-            h = branch_conv(filters, stride, f"{label}_conv1")(x)
+            h = branch_conv(x, filters, stride, f"{label}_conv1")
             h = batch_norm(f"{label}_bn1")(h)
             h = layers.Activation("relu", name=f"{label}_relu1")(h)
-            h = branch_conv(filters, 1, f"{label}_conv2")(h)
+            h = branch_conv(h, filters, 1, f"{label}_conv2")
             h = batch_norm(f"{label}_bn2")(h)
             if rezero:
                 h = ReZero(name=f"{label}_rezero")(h)
