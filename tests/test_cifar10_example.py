@@ -197,3 +197,20 @@ def test_augmentation_crops_the_zero_padded_image_and_flips():
         flips += matches[0][2]
     assert len(offsets) > 10  # each image its own offset
     assert 10 < flips < 54
+
+
+@pytest.mark.parametrize("style", ["coupled", "decoupled"])
+def test_weight_decay_styles(style):
+    args = cifar10.parse_args(["--depth", "8", "--decay-style", style])
+    model = cifar10.build_and_compile(args, 10, 10, "channels_last")
+    inner = model.optimizer.inner_optimizer
+    gate_biases = [w for w in model.weights if w.path.endswith("gate_bias")]
+    assert gate_biases and all(w.regularizer is None for w in gate_biases)
+    if style == "coupled":  # PyTorch's: an L2 term in the loss
+        assert inner.weight_decay is None
+        assert len(model.losses) == len(
+            [w for w in model.trainable_weights
+             if not w.path.split("/")[-1].startswith(("gate_", "square_"))])
+    else:
+        assert not model.losses
+        assert inner.weight_decay == pytest.approx(1e-4)
