@@ -4,7 +4,7 @@ it learn there? For the jax and torch backends, each in its own process:
 1. fails (exit 1, a `FAIL:` line) when the backend computes on the CPU;
 2. times `model.fit` steps of QResNet20 and ResNet20 (batch 128 and 512,
    float32 and bf16, with and without jit where the backend has the choice:
-   torch.compile on torch; JAX always compiles) on in-memory data, after a
+   one torch.compile row on torch; JAX compiles) on in-memory data, after a
    warm-up that includes compilation, and the plain PyTorch reference
    (benchmarks/torch_reference.py, eager and channels_last) on the same card;
 3. trains QResNet20 with ReLinear for a few epochs on a real CIFAR-10 subset
@@ -40,25 +40,42 @@ STD = (0.2470, 0.2435, 0.2616)
 def sizes(smoke):
     """What to measure: full sizes on a GPU, tiny ones for --smoke."""
     if smoke:
-        return dict(depth=8, batches=(16,), dtypes=("float32",),
-                    steps=3, warmup=1, epochs=1, train=128, test=64,
-                    torch_jit=(False,))
+        return dict(depth=8, batches=(8,), dtypes=("float32", "bfloat16"),
+                    steps=2, warmup=1, epochs=1, train=128, test=64,
+                    torch_compile=False, compile_seconds=0)
     return dict(depth=20, batches=(512, 128), dtypes=("bfloat16", "float32"),
                 steps=50, warmup=5, epochs=5, train=None, test=None,
-                torch_jit=(False, True))
+                torch_compile=True, compile_seconds=150)
 
 
 def timing_rows(runner, cfg):
-    """(model, batch, dtype, jit) rows in order of importance."""
-    jits = {"jax": (True,), "reference": (False,),
-            "reference-channels-last": (False,)}.get(runner, cfg["torch_jit"])
-    rows = []
-    for jit in jits:
-        for dtype in cfg["dtypes"]:
-            for batch in cfg["batches"]:
-                for neuron in ("quadratic", "linear"):
-                    rows.append((neuron, batch, dtype, jit))
+    """(model, batch, dtype, jit) rows in order of importance. torch.compile
+    (slow to compile) gets one row: QResNet, the first dtype and batch."""
+    rows = [(neuron, batch, dtype, runner == "jax")
+            for dtype in cfg["dtypes"] for batch in cfg["batches"]
+            for neuron in ("quadratic", "linear")]
+    if runner == "torch" and cfg["torch_compile"]:
+        rows.append(("quadratic", cfg["batches"][0], cfg["dtypes"][0], True))
     return rows
+
+
+def save(report, path):
+    """Writes the report now, so that a worker stopped later keeps it."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(report, f)
+    os.replace(path + ".tmp", path)
+
+
+def measure(report, row, path, function):
+    """Runs one row; an error is recorded in the row, not fatal."""
+    try:
+        function(row)
+    except Exception as error:  # noqa: BLE001 - report it and go on
+        row["error"] = f"{type(error).__name__}: {error}"[:500]
+        print(f"  {report['runner']} {row.get('model')}: {row['error']}",
+              flush=True)
+    report["rows"].append(row)
+    save(report, path)
 
 
 def images(n, rng, shape=(32, 32, 3)):
@@ -73,36 +90,48 @@ def normalize(x):
 
 
 # -- keras worker ----------------------------------------------------------
-def keras_worker(cfg, deadline, data_path):
+def keras_worker(cfg, deadline, data_path, path):
     import keras
     import numpy as np
 
     import keras_quadratic as kq
 
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.backends.cudnn.benchmark = True
     report = {"runner": keras.backend.backend(),
               "device": kq.devices.compute_device(), "rows": [],
               "training": None}
     if report["device"]["platform"] == "cpu" and not cfg["smoke"]:
         report["error"] = (f"the {report['runner']} backend computes on the "
                            "CPU")
-        return report
+        save(report, path)
+        return
     rng = np.random.default_rng(0)
 
     # The learning check first: it is the claim that matters most.
-    if time.time() < deadline:
+    try:
         report["training"] = train_real(cfg, data_path, rng)
-    for neuron, batch, dtype, jit in timing_rows(report["runner"], cfg):
-        row = dict(model=f"{'Q' if neuron == 'quadratic' else ''}ResNet"
-                   f"{cfg['depth']}", neuron=neuron, batch=batch, dtype=dtype,
-                   jit=jit)
-        if time.time() > deadline:
-            row["skipped"] = "time budget"
-            report["rows"].append(row)
-            continue
+    except Exception as error:  # noqa: BLE001
+        report["training"] = {"error": f"{type(error).__name__}: {error}"}
+    save(report, path)
+
+    def fit_row(row):
+        neuron, batch, dtype, jit = (row["neuron"], row["batch"],
+                                     row["dtype"], row["jit"])
+        if jit and report["runner"] == "torch":
+            import torch._dynamo
+
+            torch._dynamo.reset()  # no recompile limit carried over
+            for limit in ("recompile_limit", "cache_size_limit"):
+                if hasattr(torch._dynamo.config, limit):
+                    setattr(torch._dynamo.config, limit, 64)
         keras.config.set_dtype_policy(
             "mixed_bfloat16" if dtype == "bfloat16" else "float32")
         keras.utils.set_random_seed(0)
         model = kq.models.QResNet(cfg["depth"], neuron)
+        keras.config.set_dtype_policy("float32")
         optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
         if neuron != "linear":
             optimizer = kq.optimizers.ReLinear(optimizer)
@@ -117,14 +146,23 @@ def keras_worker(cfg, deadline, data_path):
         row["warmup_seconds"] = time.perf_counter() - start
         start = time.perf_counter()
         model.fit(x, y, batch_size=batch, verbose=0, shuffle=False)
-        seconds = time.perf_counter() - start
-        row["images_per_second"] = n / seconds
-        keras.config.set_dtype_policy("float32")
-        report["rows"].append(row)
+        row["images_per_second"] = n / (time.perf_counter() - start)
         print(f"  {report['runner']} {row['model']} batch {batch} {dtype} "
               f"jit={jit}: {row['images_per_second']:.0f} images/s",
               flush=True)
-    return report
+
+    for neuron, batch, dtype, jit in timing_rows(report["runner"], cfg):
+        row = dict(model=f"{'Q' if neuron == 'quadratic' else ''}ResNet"
+                   f"{cfg['depth']}", neuron=neuron, batch=batch, dtype=dtype,
+                   jit=jit)
+        left = deadline - time.time()
+        if left <= 0 or (jit and report["runner"] == "torch"
+                         and left < cfg["compile_seconds"]):
+            row["skipped"] = "time budget"
+            report["rows"].append(row)
+            save(report, path)
+            continue
+        measure(report, row, path, fit_row)
 
 
 def train_real(cfg, data_path, rng):
@@ -146,6 +184,10 @@ def train_real(cfg, data_path, rng):
         source = "random"
     keras.utils.set_random_seed(0)
     batch = 128 if not cfg["smoke"] else 32
+    # Whole batches only: a last, smaller one would compile a second step.
+    x_train, y_train = (a[:len(a) // batch * batch] for a in (x_train,
+                                                              y_train))
+    x_test, y_test = (a[:len(a) // batch * batch] for a in (x_test, y_test))
     steps = len(x_train) // batch
     model = kq.models.QResNet(cfg["depth"], "quadratic")
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
@@ -170,13 +212,14 @@ def train_real(cfg, data_path, rng):
 
 
 # -- plain PyTorch reference worker ---------------------------------------
-def reference_worker(cfg, deadline):
+def reference_worker(cfg, deadline, path):
     import torch
     import torch.nn.functional as F
 
     sys.path.insert(0, HERE)
     from torch_reference import ResNet
 
+    torch.backends.cudnn.benchmark = True
     device = "cuda" if torch.cuda.is_available() else "cpu"
     name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
     report = {"runner": "reference", "rows": [], "training": None,
@@ -185,7 +228,8 @@ def reference_worker(cfg, deadline):
                          "count": 1}}
     if device == "cpu" and not cfg["smoke"]:
         report["error"] = "PyTorch computes on the CPU"
-        return report
+        save(report, path)
+        return
     for channels_last in (False, True):
         runner = "reference-channels-last" if channels_last else "reference"
         for neuron, batch, dtype, _ in timing_rows(runner, cfg):
@@ -195,65 +239,82 @@ def reference_worker(cfg, deadline):
             if time.time() > deadline:
                 row["skipped"] = "time budget"
                 report["rows"].append(row)
+                save(report, path)
                 continue
-            torch.manual_seed(0)
-            fmt = (torch.channels_last if channels_last
-                   else torch.contiguous_format)
-            model = ResNet(cfg["depth"], neuron).to(device, memory_format=fmt)
-            optimizer = torch.optim.SGD(model.parameters(), lr=0.01,
-                                        momentum=0.9)
-            x = torch.randn(batch, 3, 32, 32, device=device).to(
-                memory_format=fmt)
-            y = torch.randint(0, 10, (batch,), device=device)
-            autocast = torch.autocast(device, dtype=torch.bfloat16,
-                                      enabled=dtype == "bfloat16")
+            measure(report, row, path, lambda row: reference_row(
+                row, cfg, device, channels_last, ResNet))
 
-            def step():
-                optimizer.zero_grad(set_to_none=True)
-                with autocast:
-                    loss = F.cross_entropy(model(x), y)
-                loss.backward()
-                optimizer.step()
 
-            for _ in range(cfg["warmup"]):
-                step()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            for _ in range(cfg["steps"]):
-                step()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            row["images_per_second"] = batch * cfg["steps"] / (
-                time.perf_counter() - start)
-            report["rows"].append(row)
-            print(f"  {runner} {row['model']} batch {batch} {dtype}: "
-                  f"{row['images_per_second']:.0f} images/s", flush=True)
-    return report
+def reference_row(row, cfg, device, channels_last, ResNet):
+    import torch
+    import torch.nn.functional as F
+
+    neuron, batch, dtype = row["neuron"], row["batch"], row["dtype"]
+    torch.manual_seed(0)
+    fmt = (torch.channels_last if channels_last
+           else torch.contiguous_format)
+    model = ResNet(cfg["depth"], neuron).to(device, memory_format=fmt)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01,
+                                momentum=0.9)
+    x = torch.randn(batch, 3, 32, 32, device=device).to(
+        memory_format=fmt)
+    y = torch.randint(0, 10, (batch,), device=device)
+    autocast = torch.autocast(device, dtype=torch.bfloat16,
+                              enabled=dtype == "bfloat16")
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(cfg["warmup"]):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(cfg["steps"]):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    row["images_per_second"] = batch * cfg["steps"] / (
+        time.perf_counter() - start)
+    print(f"  {row['runner']} {row['model']} batch {batch} {dtype}: "
+          f"{row['images_per_second']:.0f} images/s", flush=True)
 
 
 # -- driver ----------------------------------------------------------------
-def run_worker(runner, args, budget):
+def run_worker(runner, args, budget, folder):
+    """One runner in its own process, stopped after its budget and a grace
+    period; what it measured until then is kept."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (ROOT, env.get("PYTHONPATH")) if p)
     if runner != "reference":
         env["KERAS_BACKEND"] = runner
+    path = os.path.join(folder, f"{runner}.json")
     command = [sys.executable, os.path.abspath(__file__), "--worker", runner,
-               "--budget", str(budget)]
+               "--budget", str(budget), "--report", path]
     if args.smoke:
         command.append("--smoke")
     if args.data:
         command += ["--data", args.data]
-    result = subprocess.run(command, env=env, stdout=subprocess.PIPE,
-                            text=True)
-    lines = result.stdout.strip().splitlines()
-    for line in lines[:-1]:
-        print(line, flush=True)
-    if result.returncode != 0 or not lines:
-        return {"runner": runner, "rows": [], "training": None,
-                "error": f"worker exited with {result.returncode}"}
-    return json.loads(lines[-1])
+    error = None
+    try:
+        result = subprocess.run(command, env=env, timeout=budget + 60)
+        if result.returncode != 0:
+            error = f"worker exited with {result.returncode}"
+    except subprocess.TimeoutExpired:
+        error = f"worker stopped after {budget + 60:.0f} s"
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        report = {"runner": runner, "rows": [], "training": None}
+    if error and not report.get("error"):
+        report["error"] = error
+    return report
 
 
 def module_missing(runner):
@@ -283,9 +344,10 @@ def table(reports):
         for row in report["rows"]:
             runner = row.get("runner", report["runner"])
             if "images_per_second" not in row:
+                why = (f"skipped ({row['skipped']})" if "skipped" in row
+                       else f"error: {row.get('error', '?')[:80]}")
                 lines.append(f"| {runner} | {row['model']} | {row['batch']} "
-                             f"| {row['dtype']} | {row['jit']} | skipped "
-                             f"({row['skipped']}) | |")
+                             f"| {row['dtype']} | {row['jit']} | {why} | |")
                 continue
             ref = reference.get((row["model"], row["batch"], row["dtype"]))
             ratio = (f"{row['images_per_second'] / ref:.2f}"
@@ -294,8 +356,11 @@ def table(reports):
                          f"{row['dtype']} | {row['jit']} | "
                          f"{row['images_per_second']:.0f} | {ratio} |")
     for report in reports:
-        if report.get("training"):
-            t = report["training"]
+        t = report.get("training")
+        if t and "error" in t:
+            lines.append(f"\n{report['runner']}: training failed: "
+                         f"{t['error'][:200]}")
+        elif t:
             lines.append(f"\n{report['runner']}: QResNet on {t['data']} "
                          f"({t['train_examples']} train, {t['test_examples']}"
                          f" test), test accuracy after each of "
@@ -319,20 +384,24 @@ def main(argv=None):
                    help="JSON path (default $OUT/gpu_check.json, else "
                    "runs/gpu_check.json)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--report", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     budget = args.budget or (150.0 if args.smoke else 390.0)
     cfg = dict(sizes(args.smoke), smoke=args.smoke)
 
-    if args.worker:  # one runner in this process; JSON on the last line
+    if args.worker:  # one runner in this process, its report in a file
         deadline = time.time() + budget
         if args.worker == "reference":
-            report = reference_worker(cfg, deadline)
+            reference_worker(cfg, deadline, args.report)
         else:
-            report = keras_worker(cfg, deadline, args.data)
-        print(json.dumps(report))
+            keras_worker(cfg, deadline, args.data, args.report)
         return 0
 
     start = time.time()
+    output = args.output or os.path.join(
+        os.environ.get("OUT") or os.path.join(ROOT, "runs"), "gpu_check.json")
+    folder = os.path.dirname(os.path.abspath(output))
+    os.makedirs(folder, exist_ok=True)
     runners = ["reference", *args.backends]
     reports, failures = [], []
     for i, runner in enumerate(runners):
@@ -345,22 +414,20 @@ def main(argv=None):
             left = budget - (time.time() - start)
             share = left / (len(runners) - i)
             print(f"{runner}: up to {share:.0f} s", flush=True)
-            reports.append(run_worker(runner, args, max(share, 1.0)))
+            reports.append(run_worker(runner, args, max(share, 1.0), folder))
         if reports[-1].get("error") and not args.smoke:
             failures.append(f"{runner}: {reports[-1]['error']}")
-    card = next((r["device"]["name"] for r in reports
-                 if r.get("device", {}).get("platform") == "gpu"), "no GPU")
+        card = next((r["device"]["name"] for r in reports
+                     if r.get("device", {}).get("platform") == "gpu"),
+                    "no GPU")
+        with open(output, "w") as f:  # after each runner: nothing is lost
+            json.dump({"card": card, "smoke": args.smoke,
+                       "date": time.strftime("%Y-%m-%d"), "reports": reports},
+                      f, indent=2)
     text = table(reports)
     print(f"\nGPU check ({'smoke, ' if args.smoke else ''}{card}, "
           f"{time.strftime('%Y-%m-%d')}, {time.time() - start:.0f} s)\n")
     print(text)
-    output = args.output or os.path.join(
-        os.environ.get("OUT") or os.path.join(ROOT, "runs"), "gpu_check.json")
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output, "w") as f:
-        json.dump({"card": card, "smoke": args.smoke,
-                   "date": time.strftime("%Y-%m-%d"), "reports": reports},
-                  f, indent=2)
     print(f"\nwrote {output}")
     for failure in failures:
         print(f"FAIL: {failure}", flush=True)

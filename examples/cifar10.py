@@ -84,8 +84,9 @@ def parse_args(argv=None):
                    "round trips; JAX and TensorFlow only)")
     p.add_argument("--jit-compile", choices=("auto", "true", "false"),
                    default="auto",
-                   help="XLA on TensorFlow (auto: on GPUs only), "
-                   "torch.compile on torch (auto: off); JAX always compiles")
+                   help="compile the training step: XLA on TensorFlow (auto: "
+                   "on GPUs only), torch.compile on torch (auto: off), jax.jit "
+                   "on JAX (auto: on)")
     p.add_argument("--require-gpu", action="store_true",
                    help="exit with an error when the backend computes on "
                    "the CPU")

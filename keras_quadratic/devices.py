@@ -19,14 +19,17 @@ import sys
 
 import keras
 
-# One install line per backend that gives a CUDA setup on Linux, the
-# example's data pipeline (a CPU TensorFlow, for tf.data) included.
+# What to run when the backend computes on the CPU of a machine with an
+# NVIDIA GPU (Linux): the CUDA build of the backend, replacing a CPU build.
 GPU_INSTALL = {
-    "jax": 'pip install ".[jax-cuda,tensorflow,examples]"',
-    "tensorflow": 'pip install ".[tensorflow-cuda,examples]"',
-    "torch": 'pip install ".[torch,tensorflow,examples]"  '
-             "(PyPI's Linux torch wheel is the CUDA build)",
+    "jax": 'pip install ".[jax-cuda]"',
+    "tensorflow": 'pip uninstall -y tensorflow-cpu && pip install '
+                  '".[tensorflow-cuda,examples]"',
+    "torch": "pip uninstall -y torch && pip install torch  (PyPI's Linux "
+             "torch wheel is the CUDA build)",
 }
+_STILL_CPU = ("if that is installed already, check the NVIDIA driver "
+              "(nvidia-smi) and CUDA_VISIBLE_DEVICES")
 
 
 def compute_device():
@@ -50,12 +53,14 @@ def compute_device():
     elif backend == "torch":
         import torch
 
-        if torch.cuda.is_available():
+        # Where Keras puts its tensors (KERAS_TORCH_DEVICE can override
+        # what torch has).
+        device = keras.ops.zeros((1,)).device
+        if device.type == "cuda":
             platform, count = "gpu", torch.cuda.device_count()
-            name = torch.cuda.get_device_name(0)
-        elif getattr(torch.backends, "mps", None) and \
-                torch.backends.mps.is_available():
-            platform, name = "mps", "mps"
+            name = torch.cuda.get_device_name(device)
+        elif device.type != "cpu":
+            platform = name = device.type
     elif backend == "tensorflow":
         import tensorflow as tf
 
@@ -69,13 +74,16 @@ def compute_device():
 
 
 def nvidia_gpu_present():
-    """Whether this machine has an NVIDIA GPU with its driver loaded,
-    whatever the Python packages can see (the driver's `/proc` entries or
-    `nvidia-smi -L`)."""
-    if glob.glob("/proc/driver/nvidia/gpus/*"):
+    """Whether this process could use an NVIDIA GPU, whatever the Python
+    packages can see: a GPU device node (`/dev/nvidia0`, ...) is there and
+    `CUDA_VISIBLE_DEVICES` does not hide it (or, with no device nodes to
+    look at, `nvidia-smi -L` lists one)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    if glob.glob("/dev/nvidia[0-9]*"):
         return True
     smi = shutil.which("nvidia-smi")
-    if smi is None:
+    if smi is None or os.path.isdir("/dev"):
         return False
     try:
         result = subprocess.run([smi, "-L"], capture_output=True, text=True,
@@ -114,12 +122,13 @@ def check_device(require_gpu=False, stream=None):
     if require_gpu:
         raise RuntimeError(
             f"the {backend} backend computes on the CPU and a GPU is "
-            f"required. For an NVIDIA GPU install: {fix}")
+            f"required. For an NVIDIA GPU: {fix}; {_STILL_CPU}.")
     if nvidia_gpu_present():
         bar = "!" * 72
         print(f"{bar}\nWARNING: this machine has an NVIDIA GPU, but the "
               f"{backend} backend computes on the CPU (tens of times "
-              f"slower).\nInstall the CUDA build: {fix}\n{bar}",
+              f"slower).\nInstall the CUDA build: {fix}\n({_STILL_CPU})"
+              f"\n{bar}",
               file=stream, flush=True)
     return device
 
@@ -147,7 +156,10 @@ def hide_gpus_from_tensorflow():
     if keras.backend.backend() == "tensorflow":
         return True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    try:
+        import tensorflow as tf
+    except ImportError:  # no TensorFlow, nothing to keep off the GPU
+        return True
 
     try:
         tf.config.set_visible_devices([], "GPU")

@@ -41,8 +41,14 @@ def test_smoke_mode_runs_without_tensorflow(tmp_path):
         ran = runners[backend]
         assert not ran.get("error"), ran
         assert ran["device"]["platform"] == "cpu"
-        speeds = [row["images_per_second"] for row in ran["rows"]]
-        assert len(speeds) == 2 and all(s > 0 for s in speeds)
+        rows = ran["rows"]
+        assert {row["dtype"] for row in rows} == {"float32", "bfloat16"}
+        assert not [row for row in rows if "error" in row], rows
+        measured = [row for row in rows if "images_per_second" in row]
+        assert measured and all(r["images_per_second"] > 0 for r in measured)
+        # only the time budget may leave a row out (a slow, busy machine)
+        assert all("images_per_second" in r or r["skipped"] == "time budget"
+                   for r in rows)
         accuracy = ran["training"]["test_accuracy_per_epoch"]
         assert len(accuracy) == 1 and 0.0 <= accuracy[0] <= 1.0
 
