@@ -88,7 +88,7 @@ def torch_run(args, neuron):
         accuracies.append(correct / total)
         print(f"pytorch-reference {neuron} epoch {epoch + 1}: test accuracy "
               f"{accuracies[-1]:.4f} ({time.perf_counter() - start:.0f} s)",
-              flush=True)
+              file=sys.stderr, flush=True)  # progress; stdout has the result
     return accuracies
 
 
@@ -146,9 +146,7 @@ def main(argv=None):
             [sys.executable, os.path.abspath(__file__), "--worker", neuron,
              *(argv if argv is not None else sys.argv[1:])],
             check=True, stdout=subprocess.PIPE, text=True)
-        lines = worker.stdout.strip().splitlines()
-        print("\n".join(lines[:-1]), flush=True)
-        reference = json.loads(lines[-1])
+        reference = json.loads(worker.stdout.strip().splitlines()[-1])
         ours = keras_run(args, neuron)
         results.append({"neuron": neuron, "pytorch_reference": reference,
                         "keras_quadratic": ours})
