@@ -195,19 +195,19 @@ def normalize_batch(images, data_format):
 
 
 def plot_curves(csv_path, png_path):
+    """Loss and accuracy per epoch, train and test, as a PNG (a Figure of
+    its own: matplotlib's global backend and pyplot state are untouched)."""
     import csv
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return
     epochs = [int(r["epoch"]) + 1 for r in rows]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for key, ax in (("loss", ax_loss), ("accuracy", ax_acc)):
         for prefix, label in (("", "train"), ("val_", "test")):
             if prefix + key in rows[0]:
@@ -220,7 +220,6 @@ def plot_curves(csv_path, png_path):
     fig.suptitle(os.path.basename(os.path.dirname(os.path.abspath(csv_path))))
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
-    plt.close(fig)
 
 
 def epoch_timer():

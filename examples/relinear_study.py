@@ -155,12 +155,10 @@ def run(data, args, variant, lr, batch_norm, seed, gamma=1.0,
 
 
 def plot_collapse(rows, path):
-    import matplotlib
+    from matplotlib.figure import Figure  # no global matplotlib state
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, batch_norm in zip(axes, (True, False)):
         for i, variant in enumerate(VARIANTS):
             sel = [r for r in rows if r["study"] == "collapse"
@@ -186,7 +184,6 @@ def plot_collapse(rows, path):
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _mean_by(rows, key, value):
@@ -195,12 +192,10 @@ def _mean_by(rows, key, value):
 
 
 def plot_transition(rows, path):
-    import matplotlib
+    from matplotlib.figure import Figure  # no global matplotlib state
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     for ax, study, key, label in (
         (axes[0], "gamma", "gamma", "gamma (gamma_g = gamma_b)"),
         (axes[1], "regularizer", "regularization",
@@ -226,7 +221,6 @@ def plot_transition(rows, path):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def main(argv=None):

@@ -14,19 +14,19 @@ import numpy as np
 
 import keras
 
-from keras_quadratic.layers.base import QuadraticLayer
+from keras_quadratic.layers.base import quadratic_layer_of
 
 
 def quadratic_layers(model):
-    """The quadratic layers of `model`, nested models included, in order."""
+    """The quadratic layers of `model` at any nesting (nested models, custom
+    layers holding them), in the order of `model.weights`: found through
+    the quadratic weights they created, as the ReLinear optimizer finds
+    them."""
     found = []
-    for layer in getattr(model, "layers", ()):
-        if isinstance(layer, QuadraticLayer):
+    for variable in model.weights:
+        layer = quadratic_layer_of(variable)
+        if layer is not None and layer not in found:
             found.append(layer)
-        else:
-            found.extend(
-                layer for layer in quadratic_layers(layer)
-                if layer not in found)
     return found
 
 
@@ -104,17 +104,18 @@ class QuadraticMonitor(keras.callbacks.Callback):
     def plot(self, path):
         """Saves a PNG: per-layer relinear_gate and relinear_square (and the
         model's overall values, dashed) against the epoch."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # A Figure of its own: the user's pyplot state and backend stay
+        # as they are (no matplotlib.use, no pyplot).
+        from matplotlib import colormaps
+        from matplotlib.figure import Figure
 
         epochs = [h["epoch"] + 1 for h in self.history]
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+        fig = Figure(figsize=(11, 4))
+        axes = fig.subplots(1, 2, sharex=True)
         for ax, group in zip(axes, ("relinear_gate", "relinear_square")):
             keys = sorted({k for h in self.history for k in h
                            if k.startswith(group + "/")})
-            cmap = plt.get_cmap("viridis", max(len(keys), 1))
+            cmap = colormaps["viridis"].resampled(max(len(keys), 1))
             for i, key in enumerate(keys):
                 ax.plot(epochs, [h.get(key, np.nan) for h in self.history],
                         color=cmap(i), lw=1,
@@ -128,4 +129,3 @@ class QuadraticMonitor(keras.callbacks.Callback):
             ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path, dpi=100)
-        plt.close(fig)

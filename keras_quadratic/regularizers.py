@@ -135,6 +135,7 @@ def add_weight_decay(model, weight_decay):
     >>> len(model.losses) == decayed
     True
     """
+    from keras_quadratic.layers.base import _SumRegularizer
     from keras_quadratic.layers.base import quadratic_group
 
     weight_decay = _coefficient(weight_decay, "weight_decay",
@@ -152,6 +153,6 @@ def add_weight_decay(model, weight_decay):
             continue
         existing = variable.regularizer
         variable.regularizer = penalty if existing is None else (
-            lambda x, existing=existing: existing(x) + penalty(x))
+            _SumRegularizer(existing, penalty))
         count += 1
     return count

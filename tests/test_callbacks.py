@@ -84,3 +84,47 @@ def test_overall_values_only(per_layer):
     history = _fit(_model(), 1.0, epochs=1,
                    callbacks=[QuadraticMonitor(per_layer=per_layer)])
     assert not any("/" in key for key in history.history)
+
+
+class _Holder(keras.layers.Layer):
+    """A custom layer that holds a quadratic layer (not a model)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = kq.QuadraticDense(3, name="held")
+
+    def build(self, input_shape):
+        self.inner.build(input_shape)
+
+    def call(self, x):
+        return self.inner(x)
+
+
+def test_finds_quadratic_layers_inside_custom_layers():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(_Holder()(inputs)))
+    monitor = QuadraticMonitor()
+    model.compile(kq.optimizers.ReLinear(keras.optimizers.SGD(0.05), 1.0,
+                                         1.0), "mse")
+    history = model.fit(random((16, 4)), random((16, 1), 1), epochs=2,
+                        batch_size=4, verbose=0, callbacks=[monitor])
+    assert [layer.name for layer in kq.callbacks.quadratic_layers(model)] \
+        == ["held"]
+    assert history.history["relinear_gate"][-1] > 0
+    assert history.history["relinear_gate/held"][-1] == pytest.approx(
+        history.history["relinear_gate"][-1])
+
+
+def test_plot_leaves_the_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        model = _model()
+        monitor = QuadraticMonitor(plot_path=str(tmp_path / "r.png"))
+        _fit(model, 0.1, epochs=1, callbacks=[monitor])
+        assert os.path.getsize(tmp_path / "r.png") > 0
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)

@@ -28,6 +28,7 @@ _FUSE_COMPACT = keras.backend.backend() == "jax"
 GATE = "gate"
 SQUARE = "square"
 _GROUP_ATTRIBUTE = "_keras_quadratic_group"
+_LAYER_ATTRIBUTE = "_keras_quadratic_layer"
 
 
 def quadratic_group(variable):
@@ -39,8 +40,15 @@ def quadratic_group(variable):
     return getattr(variable, _GROUP_ATTRIBUTE, None)
 
 
-def _tag(variable, group):
+def quadratic_layer_of(variable):
+    """The quadratic layer that created a tagged (gate or square) variable,
+    else None: how the monitor finds quadratic layers at any nesting."""
+    return getattr(variable, _LAYER_ATTRIBUTE, None)
+
+
+def _tag(variable, group, layer):
     setattr(variable, _GROUP_ATTRIBUTE, group)
+    setattr(variable, _LAYER_ATTRIBUTE, layer)
     return variable
 
 
@@ -156,7 +164,7 @@ class QuadraticLayer(keras.layers.Layer):
             trainable=True,
             dtype=self.dtype,
         )
-        return variable if group is None else _tag(variable, group)
+        return variable if group is None else _tag(variable, group, self)
 
     def _build_neuron(self, kernel_shape, units):
         """Creates all weights. `units` is the number of outputs."""
