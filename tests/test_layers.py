@@ -367,3 +367,16 @@ def test_bad_inputs_at_call():
     dense(random((2, 4)))
     with pytest.raises(ValueError, match="quadratic_dense"):
         dense(random((2, 5)))
+
+
+@pytest.mark.parametrize("cls", [kq.QuadraticDense, kq.CompactQuadraticDense])
+def test_dense_passes_the_mask_on_as_keras_dense(cls):
+    """Embedding(mask_zero=True) -> dense -> LSTM: with the mask passed on
+    (as keras.layers.Dense does) the LSTM skips the padding, so a padded
+    sequence gives what its unpadded prefix gives."""
+    inputs = keras.Input((None,), dtype="int32")
+    h = keras.layers.Embedding(10, 6, mask_zero=True)(inputs)
+    model = keras.Model(inputs, keras.layers.LSTM(3)(cls(4)(h)))
+    padded = to_numpy(model(np.array([[3, 5, 2, 0, 0]])))
+    prefix = to_numpy(model(np.array([[3, 5, 2]])))
+    np.testing.assert_allclose(padded, prefix, rtol=1e-5, atol=1e-6)

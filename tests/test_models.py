@@ -141,3 +141,13 @@ def test_strided_branch_conv_is_centred_like_pytorch(data_format):
                        channels_first=first)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
     assert out.shape[1:3] == (16, 16) or out.shape[2:] == (16, 16)
+
+
+def test_default_input_shape_follows_data_format():
+    model = QResNet(8, data_format="channels_first")
+    assert tuple(model.inputs[0].shape) == (None, 3, 32, 32)
+    assert tuple(model.get_layer("stem_conv").kernel.shape) == (3, 3, 3, 16)
+    keras.config.set_image_data_format("channels_first")
+    assert tuple(QResNet(8).inputs[0].shape) == (None, 3, 32, 32)
+    keras.config.set_image_data_format("channels_last")
+    assert tuple(QResNet(8).inputs[0].shape) == (None, 32, 32, 3)

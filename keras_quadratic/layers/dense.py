@@ -12,6 +12,9 @@ class BaseQuadraticDense(QuadraticLayer):
 
     def __init__(self, units, activation=None, use_bias=True, **kwargs):
         super().__init__(activation=activation, use_bias=use_bias, **kwargs)
+        # As keras.layers.Dense: a mask (e.g. from Embedding(mask_zero=True))
+        # passes through unchanged.
+        self.supports_masking = True
         self.units = _positive_int(units, "units", type(self).__name__)
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
 

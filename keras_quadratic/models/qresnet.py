@@ -93,7 +93,7 @@ def QResNet(
     neuron="quadratic",
     rezero=False,
     num_classes=10,
-    input_shape=(32, 32, 3),
+    input_shape=None,
     shortcut="A",
     data_format=None,
     relinear_regularizer=None,
@@ -107,7 +107,9 @@ def QResNet(
             Conv2D: the conventional ResNet baseline).
         rezero: scale each residual branch by a learnable scalar from 0.
         num_classes: outputs of the classifier (logits, no softmax).
-        input_shape: shape of one image, in `data_format` order.
+        input_shape: shape of one image, in `data_format` order; default
+            a CIFAR image: (32, 32, 3) channels_last, (3, 32, 32)
+            channels_first.
         shortcut: "A" (subsample + zero-pad channels, the original's) or
             "projection" (1x1 convolution + batch normalization).
         data_format: "channels_last" or "channels_first"; defaults to
@@ -173,6 +175,9 @@ def QResNet(
             kwargs["padding"] = "valid"
         return conv_class(filters, 3, **kwargs)(x)
 
+    if input_shape is None:
+        input_shape = ((32, 32, 3) if data_format == "channels_last"
+                       else (3, 32, 32))
     inputs = keras.Input(shape=tuple(input_shape))
     x = layers.Conv2D(16, 3, padding="same", use_bias=False,
                       kernel_initializer="he_normal", data_format=data_format,
