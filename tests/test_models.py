@@ -151,3 +151,9 @@ def test_default_input_shape_follows_data_format():
     assert tuple(QResNet(8).inputs[0].shape) == (None, 3, 32, 32)
     keras.config.set_image_data_format("channels_last")
     assert tuple(QResNet(8).inputs[0].shape) == (None, 32, 32, 3)
+
+
+def test_one_version():
+    from importlib import metadata
+
+    assert metadata.version("keras-quadratic") == kq.__version__
