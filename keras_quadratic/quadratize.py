@@ -9,7 +9,6 @@ computes what the old one did; every other layer and weight is copied.
 import warnings
 
 import keras
-from keras.src.models.functional import Functional
 
 from keras_quadratic import layers as quadratic_layers
 
@@ -30,29 +29,64 @@ _LINEAR_MAP_LAYERS = (
     keras.layers.Dense,
 )
 NEURONS = ("quadratic", "compact")
+# The Keras layer's arguments that the quadratic layer takes as they are;
+# the new layer's config is built from these alone.
+_SHARED_ARGUMENTS = (
+    "name", "trainable", "dtype", "activation", "use_bias",
+    "kernel_initializer", "bias_initializer", "kernel_regularizer",
+    "bias_regularizer", "activity_regularizer", "kernel_constraint",
+    "bias_constraint",
+)
+_CONV_ARGUMENTS = ("filters", "kernel_size", "strides", "padding",
+                   "data_format", "dilation_rate")
+_DENSE_ARGUMENTS = ("units",)
+
+
+def _arguments(layer):
+    return _SHARED_ARGUMENTS + (
+        _DENSE_ARGUMENTS if isinstance(layer, keras.layers.Dense)
+        else _CONV_ARGUMENTS)
 
 
 def _why_not(layer):
     """None if `layer` converts, else the reason it does not."""
     if type(layer) not in _COUNTERPARTS:
         return f"{type(layer).__name__} has no quadratic counterpart"
+    if getattr(layer.dtype_policy, "quantization_mode", None):
+        return (f"quantized ({layer.dtype_policy.quantization_mode}): "
+                "convert the float model, then quantize")
+    if getattr(layer, "lora_enabled", False):
+        return "LoRA is enabled: merge or drop the adapter first"
+    if getattr(layer, "dora_enabled", False):
+        return "DoRA is enabled: merge or drop the adapter first"
     config = layer.get_config()
     if config.get("groups", 1) != 1:
         return f"grouped convolution (groups={config['groups']})"
-    if getattr(layer, "lora_enabled", False):
-        return "LoRA is enabled"
+    # Any other argument in use (a newer Keras's, say) would be lost.
+    for key, value in config.items():
+        if (key not in _arguments(layer) and key != "groups"
+                and value not in (None, False)):
+            return (f"its argument {key}={value!r} has no quadratic "
+                    "counterpart")
     return None
 
 
 def _quadratic_layer(layer, neuron):
     config = layer.get_config()
-    config.pop("groups", None)
-    config.pop("lora_rank", None)
-    config.pop("lora_alpha", None)
-    config.pop("quantization_config", None)
+    config = {key: config[key] for key in _arguments(layer) if key in config}
     full, compact = _COUNTERPARTS[type(layer)]
     cls = getattr(quadratic_layers, compact if neuron == "compact" else full)
     return cls.from_config(config)
+
+
+def _is_functional(model):
+    """Whether `model` is a Functional model (built by `keras.Model(inputs,
+    outputs)`, keras.applications and many keras-hub models) whose layer
+    graph `clone_model` can rebuild. Keras exports no Functional class, so
+    it is recognised by name in the class hierarchy."""
+    return isinstance(model, keras.Model) and any(
+        cls.__name__ == "Functional" and cls.__module__.startswith("keras")
+        for cls in type(model).__mro__)
 
 
 def quadratize(model, neuron="quadratic", layers=None):
@@ -68,7 +102,9 @@ def quadratize(model, neuron="quadratic", layers=None):
     The new model's outputs equal the original's (to float32 rounding), in
     inference and training mode. Layers that match the selection but cannot
     be converted (grouped, depthwise, separable or transposed convolutions,
-    EinsumDense) are kept as they are and listed in a warning. The input
+    EinsumDense, quantized layers, layers with a LoRA or DoRA adapter or
+    with an argument the quadratic layer does not take) are kept as they
+    are and listed, with the reason, in a warning. The input
     model is not modified.
     """
     if neuron not in NEURONS:
@@ -76,7 +112,7 @@ def quadratize(model, neuron="quadratic", layers=None):
             f"quadratize: argument `neuron` must be one of {NEURONS}. "
             f"Received: neuron={neuron!r}"
         )
-    if not isinstance(model, (keras.Sequential, Functional)):
+    if not (isinstance(model, keras.Sequential) or _is_functional(model)):
         raise ValueError(
             "quadratize: supported models are Sequential and Functional "
             "ones (built with keras.Input), whose layer graph can be "
@@ -124,6 +160,6 @@ def quadratize(model, neuron="quadratic", layers=None):
         new.trainable = old.trainable
     if skipped:
         warnings.warn(
-            "quadratize: left unchanged (no quadratic counterpart): "
+            "quadratize: left unchanged: "
             + ", ".join(skipped), stacklevel=2)
     return new_model

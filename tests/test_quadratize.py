@@ -178,3 +178,46 @@ def test_finetune_example_on_mock_data(tmp_path):
         summary["conventional_accuracy"], abs=1e-6)
     assert len(summary["accuracy_per_epoch"]) == 2
     assert summary["quadratic_params"] > summary["conventional_params"]
+
+
+def _dense_model():
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="relu", name="first")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2, name="second")(h))
+
+
+@pytest.mark.parametrize("adapter", ["int8", "lora"])
+def test_layers_it_cannot_convert_faithfully_are_kept_with_the_reason(
+        adapter):
+    model = _dense_model()
+    layer = model.get_layer("first")
+    reason = {"int8": "quantized", "lora": "LoRA is enabled"}[adapter]
+    if adapter == "int8":
+        layer.quantize("int8")
+    else:
+        layer.enable_lora(2)
+    x = random((5, 6), 1)
+    expected = to_numpy(model(x))
+    with pytest.warns(UserWarning, match=f"first.*{reason}"):
+        converted = kq.quadratize(model)
+    assert type(converted.get_layer("first")) is type(layer)
+    assert isinstance(converted.get_layer("second"), kq.QuadraticDense)
+    np.testing.assert_allclose(to_numpy(converted(x)), expected, rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_an_argument_the_quadratic_layer_lacks_is_a_reason(monkeypatch):
+    """A newer Keras's argument in use (e.g. DoRA's) would be lost."""
+    import importlib
+
+    module = importlib.import_module("keras_quadratic.quadratize")
+    layer = _dense_model().get_layer("first")
+    assert module._why_not(layer) is None
+    config = layer.get_config()
+    monkeypatch.setattr(layer, "get_config",
+                        lambda: dict(config, dora_rank=4))
+    assert "dora_rank=4" in module._why_not(layer)
+    monkeypatch.setattr(layer, "get_config",
+                        lambda: dict(config, dora_rank=None))
+    assert module._why_not(layer) is None
