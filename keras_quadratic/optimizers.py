@@ -84,8 +84,8 @@ def _exclude_from_weight_decay(optimizer, variables):
 
 def _built_on(optimizer, variables):
     """Whether a built optimizer tracks exactly these variables."""
-    return {optimizer._var_key(v) for v in optimizer._trainable_variables} \
-        == {optimizer._var_key(v) for v in variables}
+    return [optimizer._var_key(v) for v in optimizer._trainable_variables] \
+        == [optimizer._var_key(v) for v in variables]
 
 
 @keras.saving.register_keras_serializable(
@@ -163,7 +163,8 @@ class ReLinear(keras.optimizers.Optimizer):
         if inner.built and not _built_on(inner, var_list):
             raise ValueError(
                 "ReLinear optimizer: the wrapped optimizer was already "
-                "built on other variables than the model's. Wrap a new, "
+                "built on other variables than the model's (or in another "
+                "order). Wrap a new, "
                 "unbuilt optimizer (e.g. keras.optimizers.SGD(0.1)).")
         _exclude_from_weight_decay(inner, quadratic)
         if not inner.built:
@@ -190,6 +191,21 @@ class ReLinear(keras.optimizers.Optimizer):
         # EMA, constraints, the iteration count); the hook installed in
         # __init__ shrinks the steps right after its update rule.
         self.inner_optimizer.apply(grads, trainable_variables)
+
+    @property
+    def loss_scale_factor(self):
+        inner = self.__dict__.get("inner_optimizer")
+        return None if inner is None else inner.loss_scale_factor
+
+    @loss_scale_factor.setter
+    def loss_scale_factor(self, value):
+        # Keras sets it on the optimizer it holds (LossScaleOptimizer turns
+        # it off, MultiOptimizer hands its own down): it is the wrapped
+        # optimizer's that counts. (Set to None once by Optimizer.__init__,
+        # before there is a wrapped optimizer.)
+        inner = self.__dict__.get("inner_optimizer")
+        if inner is not None:
+            inner.loss_scale_factor = value
 
     def scale_loss(self, loss):
         # The wrapped optimizer unscales the gradients by its

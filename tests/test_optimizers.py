@@ -434,3 +434,16 @@ def test_keras_internals_used_by_relinear():
     optimizer.apply([keras.ops.ones(v.shape) for v in
                      model.trainable_variables], model.trainable_variables)
     assert len(calls) == 1
+
+
+def test_loss_scale_optimizer_around_the_wrapper_with_loss_scale_factor():
+    """LossScaleOptimizer turns the inner loss_scale_factor off: it must
+    reach the optimizer that ReLinear wraps."""
+    wrapped = ReLinear(keras.optimizers.SGD(0.05, loss_scale_factor=128.0),
+                       1.0, 1.0)
+    keras.optimizers.LossScaleOptimizer(wrapped)
+    assert wrapped.inner_optimizer.loss_scale_factor is None
+    assert wrapped.loss_scale_factor is None
+    wrapped.loss_scale_factor = 4.0
+    assert wrapped.inner_optimizer.loss_scale_factor == 4.0
+    assert float(to_numpy(wrapped.scale_loss(keras.ops.ones(())))) == 4.0
