@@ -214,11 +214,8 @@ def train_real(cfg, data_path, rng):
 # -- plain PyTorch reference worker ---------------------------------------
 def reference_worker(cfg, deadline, path):
     import torch
-    import torch.nn.functional as F
 
     sys.path.insert(0, HERE)
-    from torch_reference import ResNet
-
     torch.backends.cudnn.benchmark = True
     device = "cuda" if torch.cuda.is_available() else "cpu"
     name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
@@ -242,33 +239,17 @@ def reference_worker(cfg, deadline, path):
                 save(report, path)
                 continue
             measure(report, row, path, lambda row: reference_row(
-                row, cfg, device, channels_last, ResNet))
+                row, cfg, device, channels_last))
 
 
-def reference_row(row, cfg, device, channels_last, ResNet):
+def reference_row(row, cfg, device, channels_last):
     import torch
-    import torch.nn.functional as F
 
-    neuron, batch, dtype = row["neuron"], row["batch"], row["dtype"]
-    torch.manual_seed(0)
-    fmt = (torch.channels_last if channels_last
-           else torch.contiguous_format)
-    model = ResNet(cfg["depth"], neuron).to(device, memory_format=fmt)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01,
-                                momentum=0.9)
-    x = torch.randn(batch, 3, 32, 32, device=device).to(
-        memory_format=fmt)
-    y = torch.randint(0, 10, (batch,), device=device)
-    autocast = torch.autocast(device, dtype=torch.bfloat16,
-                              enabled=dtype == "bfloat16")
+    from torch_reference import training_step
 
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-
+    batch, dtype = row["batch"], row["dtype"]
+    step, _ = training_step(cfg["depth"], row["neuron"], batch, dtype,
+                            device, channels_last)
     for _ in range(cfg["warmup"]):
         step()
     if device == "cuda":

@@ -86,13 +86,17 @@ class ResNet(nn.Module):
         return self.linear(out)
 
 
-def benchmark(depth, neuron, batch, steps, dtype="float32"):
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+def training_step(depth, neuron, batch, dtype="float32", device="cpu",
+                  channels_last=False):
+    """The original training step on random data: (step, model). `step()`
+    runs one SGD step (momentum 0.9, weight decay 1e-4) without waiting for
+    the device."""
     torch.manual_seed(0)
-    model = ResNet(depth, neuron).to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = ResNet(depth, neuron).to(device, memory_format=fmt)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
                                 weight_decay=1e-4)
-    x = torch.randn(batch, 3, 32, 32, device=device)
+    x = torch.randn(batch, 3, 32, 32, device=device).to(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=device)
     autocast = torch.autocast(device, dtype=torch.bfloat16,
                               enabled=dtype == "bfloat16")
@@ -103,6 +107,16 @@ def benchmark(depth, neuron, batch, steps, dtype="float32"):
             loss = F.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()
+
+    return step, model
+
+
+def benchmark(depth, neuron, batch, steps, dtype="float32"):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    train_step, model = training_step(depth, neuron, batch, dtype, device)
+
+    def step():
+        train_step()
         if device == "cuda":
             torch.cuda.synchronize()
 
