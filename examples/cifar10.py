@@ -123,9 +123,9 @@ def load_splits(args):
             fail(
                 f"the tfds dataset '{args.dataset}' is not prepared in "
                 f"{builder.data_dir if args.data_dir else 'the default tfds data dir'}"
-                ". Pass --data-dir DIR pointing at a prepared tfds data dir "
-                "(prepared by tfds), --download to "
-                "let tfds fetch it, or --mock-data to run on random data."
+                ". Pass --data-dir DIR pointing at a tfds data dir where it "
+                "is prepared, --download to let tfds fetch it, or "
+                "--mock-data to run on random data."
             )
         try:
             builder.download_and_prepare()
