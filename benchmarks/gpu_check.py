@@ -134,7 +134,7 @@ def keras_worker(cfg, deadline, data_path, path):
         keras.config.set_dtype_policy("float32")
         optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
         if neuron != "linear":
-            optimizer = kq.optimizers.ReLinear(optimizer)
+            optimizer = kq.optimizers.ReLinearOptimizer(optimizer)
         model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(
             from_logits=True), jit_compile=jit)
         n = batch * cfg["steps"]
@@ -193,7 +193,7 @@ def train_real(cfg, data_path, rng):
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
         [steps * (cfg["epochs"] - 1)], [0.1, 0.01])
     model.compile(
-        kq.optimizers.ReLinear(keras.optimizers.SGD(schedule, momentum=0.9)),
+        kq.optimizers.ReLinearOptimizer(keras.optimizers.SGD(schedule, momentum=0.9)),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"])
     start = time.perf_counter()

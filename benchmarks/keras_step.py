@@ -47,7 +47,7 @@ def benchmark(depth, neuron, batch, steps, dtype="float32",
                               data_format=data_format)
     optimizer = keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-4)
     if neuron != "linear":
-        optimizer = kq.optimizers.ReLinear(optimizer)
+        optimizer = kq.optimizers.ReLinearOptimizer(optimizer)
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(
         from_logits=True), jit_compile=jit_compile)
     rng = np.random.default_rng(0)

@@ -53,7 +53,7 @@ def main():
         reference = make()
         reference.exclude_from_weight_decay(var_names=["gate_", "square_"])
         plain = steps(reference, weights, x, y)
-        wrapped = steps(kq.optimizers.ReLinear(make(), 0.1, 0.01), weights,
+        wrapped = steps(kq.optimizers.ReLinearOptimizer(make(), 0.1, 0.01), weights,
                         x, y)
         ratios = {"gate": [], "square": [], "linear": []}
         for (weight, p), (_, q) in zip(plain, wrapped):

@@ -270,7 +270,7 @@ def build_and_compile(args, steps_per_epoch, num_classes, data_format):
     coefficients = dict(gate_l1=args.gate_l1, gate_l2=args.gate_l2,
                         square_l1=args.square_l1, square_l2=args.square_l2)
     if any(coefficients.values()) and args.neuron != "linear":
-        regularizer = kq.regularizers.ReLinear(**coefficients)
+        regularizer = kq.regularizers.ReLinearRegularizer(**coefficients)
     shape = (32, 32, 3) if data_format == "channels_last" else (3, 32, 32)
     model = kq.models.QResNet(
         depth=args.depth, neuron=args.neuron, rezero=args.rezero,
@@ -290,7 +290,7 @@ def build_and_compile(args, steps_per_epoch, num_classes, data_format):
     if args.neuron != "linear":
         gammas = (1.0, 1.0) if args.no_relinear else (args.gamma_g,
                                                       args.gamma_b)
-        optimizer = kq.optimizers.ReLinear(optimizer, *gammas)
+        optimizer = kq.optimizers.ReLinearOptimizer(optimizer, *gammas)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

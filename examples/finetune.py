@@ -62,7 +62,7 @@ def main(argv=None):
 
     model = kq.quadratize(conventional, neuron=args.neuron)
     model.compile(
-        kq.optimizers.ReLinear(
+        kq.optimizers.ReLinearOptimizer(
             keras.optimizers.SGD(args.learning_rate, momentum=0.9),
             gamma_g=args.gamma_g, gamma_b=args.gamma_b),
         loss, metrics=["accuracy"])

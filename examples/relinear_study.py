@@ -122,13 +122,13 @@ def run(data, args, variant, lr, batch_norm, seed, gamma=1.0,
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     x_train, y_train, x_test, y_test = data
-    regularizer = (kq.regularizers.ReLinear(gate_l2=regularization,
+    regularizer = (kq.regularizers.ReLinearRegularizer(gate_l2=regularization,
                                             square_l2=regularization)
                    if regularization else None)
     model = build(variant, x_train.shape[1:], batch_norm, regularizer)
     optimizer = keras.optimizers.SGD(lr, momentum=0.9)
     if variant != "conventional":
-        optimizer = kq.optimizers.ReLinear(optimizer, gamma, gamma)
+        optimizer = kq.optimizers.ReLinearOptimizer(optimizer, gamma, gamma)
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(
         from_logits=True), metrics=["accuracy"])
     monitor = kq.callbacks.QuadraticMonitor(per_layer=False)

@@ -16,4 +16,4 @@ from keras_quadratic.layers import QuadraticConv3D
 from keras_quadratic.layers import QuadraticDense
 from keras_quadratic.quadratize import quadratize
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -25,12 +25,12 @@ from keras_quadratic.layers.base import quadratic_group
 def _gamma(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(
-            f"ReLinear optimizer: argument `{name}` must be a number in "
+            f"ReLinearOptimizer: argument `{name}` must be a number in "
             f"[0, inf). Received: {name}={value!r}"
         )
     if not math.isfinite(value) or value < 0:
         raise ValueError(
-            f"ReLinear optimizer: argument `{name}` must be a finite, "
+            f"ReLinearOptimizer: argument `{name}` must be a finite, "
             f"non-negative number. Received: {name}={value!r}"
         )
     return float(value)
@@ -57,12 +57,12 @@ def _wrap_update_rule(optimizer, shrink_update):
     """
     if "_backend_update_step" in vars(optimizer):
         raise ValueError(
-            "ReLinear optimizer: this optimizer is already wrapped by a "
-            "ReLinear optimizer; wrap a new instance.")
+            "ReLinearOptimizer: this optimizer is already wrapped by a "
+            "ReLinearOptimizer; wrap a new instance.")
     update_rule = getattr(type(optimizer), "_backend_update_step", None)
     if update_rule is None:
         raise RuntimeError(
-            "ReLinear optimizer: this Keras version has no "
+            "ReLinearOptimizer: this Keras version has no "
             "Optimizer._backend_update_step; keras-quadratic needs updating.")
 
     def backend_update_step(grads, variables, learning_rate):
@@ -91,7 +91,7 @@ def _built_on(optimizer, variables):
 @keras.saving.register_keras_serializable(
     package="keras_quadratic", name="ReLinearOptimizer"
 )
-class ReLinear(keras.optimizers.Optimizer):
+class ReLinearOptimizer(keras.optimizers.Optimizer):
     """Wraps `optimizer` so that the quadratic weights take shrunk steps.
 
     Args:
@@ -108,7 +108,7 @@ class ReLinear(keras.optimizers.Optimizer):
     Weight decay: the wrapped optimizer's `weight_decay` is not applied to
     the quadratic weights, since decaying `gate_bias` toward 0 would move
     the neuron away from the conventional one; shrink them with the
-    `keras_quadratic.regularizers.ReLinear` regularizer instead.
+    `keras_quadratic.regularizers.ReLinearRegularizer` regularizer instead.
 
     `learning_rate` and `iterations` are those of the wrapped optimizer, so
     schedules and callbacks such as `ReduceLROnPlateau` act on it. The
@@ -128,19 +128,19 @@ class ReLinear(keras.optimizers.Optimizer):
             optimizer = keras.optimizers.deserialize(optimizer)
         if not isinstance(optimizer, keras.optimizers.Optimizer):
             raise TypeError(
-                "ReLinear optimizer: argument `optimizer` must be a "
+                "ReLinearOptimizer: argument `optimizer` must be a "
                 "keras.optimizers.Optimizer instance (e.g. "
                 f"keras.optimizers.SGD(0.1)). Received: {optimizer!r}"
             )
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             raise TypeError(
-                "ReLinear optimizer: wrap the plain optimizer and let "
+                "ReLinearOptimizer: wrap the plain optimizer and let "
                 "`model.compile(auto_scale_loss=True)` add loss scaling "
                 "around ReLinear."
             )
         if kwargs:
             raise TypeError(
-                "ReLinear optimizer: unexpected arguments "
+                "ReLinearOptimizer: unexpected arguments "
                 f"{sorted(kwargs)}; set them on the wrapped optimizer."
             )
         super().__init__(learning_rate=0.0, name=name)
@@ -162,7 +162,7 @@ class ReLinear(keras.optimizers.Optimizer):
         quadratic = [v for v in var_list if self._gamma_of(v) is not None]
         if inner.built and not _built_on(inner, var_list):
             raise ValueError(
-                "ReLinear optimizer: the wrapped optimizer was already "
+                "ReLinearOptimizer: the wrapped optimizer was already "
                 "built on other variables than the model's (or in another "
                 "order). Wrap a new, "
                 "unbuilt optimizer (e.g. keras.optimizers.SGD(0.1)).")
@@ -179,7 +179,7 @@ class ReLinear(keras.optimizers.Optimizer):
         if not self.built:
             if trainable_variables is None:
                 raise ValueError(
-                    "ReLinear optimizer: pass `trainable_variables` on the "
+                    "ReLinearOptimizer: pass `trainable_variables` on the "
                     "first call, or call `build(variables)` first."
                 )
             trainable_variables = list(trainable_variables)
@@ -287,3 +287,8 @@ class ReLinear(keras.optimizers.Optimizer):
             config.pop("optimizer"), custom_objects=custom_objects
         )
         return cls(optimizer, **config)
+
+
+# The name of versions before 0.2; saved models use the registered name
+# "keras_quadratic>ReLinearOptimizer" either way.
+ReLinear = ReLinearOptimizer

@@ -15,7 +15,7 @@ import math
 import keras
 
 
-def _coefficient(value, name, owner="ReLinear"):
+def _coefficient(value, name, owner="ReLinearRegularizer"):
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -53,7 +53,7 @@ class _DistancePenalty(keras.regularizers.Regularizer):
 @keras.saving.register_keras_serializable(
     package="keras_quadratic", name="ReLinearRegularizer"
 )
-class ReLinear:
+class ReLinearRegularizer:
     """ReLinear regularizer for quadratic layers (`relinear_regularizer=`).
 
     Args:
@@ -94,7 +94,12 @@ class ReLinear:
 
     def __repr__(self):
         args = ", ".join(f"{k}={v}" for k, v in self.get_config().items())
-        return f"ReLinear({args})"
+        return f"ReLinearRegularizer({args})"
+
+
+# The name of versions before 0.2; saved models use the registered name
+# "keras_quadratic>ReLinearRegularizer" either way.
+ReLinear = ReLinearRegularizer
 
 
 def add_weight_decay(model, weight_decay):

@@ -21,7 +21,7 @@ def _model():
 
 
 def _fit(model, gamma, epochs=3, callbacks=()):
-    model.compile(kq.optimizers.ReLinear(keras.optimizers.Adam(1e-2), gamma,
+    model.compile(kq.optimizers.ReLinearOptimizer(keras.optimizers.Adam(1e-2), gamma,
                                          gamma), "mse")
     return model.fit(random((16, 6, 6, 2)), random((16, 1), 1), epochs=epochs,
                      batch_size=8, verbose=0, callbacks=list(callbacks))
@@ -104,7 +104,7 @@ def test_finds_quadratic_layers_inside_custom_layers():
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(1)(_Holder()(inputs)))
     monitor = QuadraticMonitor()
-    model.compile(kq.optimizers.ReLinear(keras.optimizers.SGD(0.05), 1.0,
+    model.compile(kq.optimizers.ReLinearOptimizer(keras.optimizers.SGD(0.05), 1.0,
                                          1.0), "mse")
     history = model.fit(random((16, 4)), random((16, 1), 1), epochs=2,
                         batch_size=4, verbose=0, callbacks=[monitor])

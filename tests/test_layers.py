@@ -209,7 +209,7 @@ def _all_kwargs_layer():
         gate_kernel_constraint=keras.constraints.MaxNorm(1.0),
         gate_bias_constraint=None, square_kernel_constraint=None,
         square_bias_constraint=keras.constraints.NonNeg(),
-        relinear_regularizer=regularizers.ReLinear(1e-3, 1e-2, 1e-4, 1e-3),
+        relinear_regularizer=regularizers.ReLinearRegularizer(1e-3, 1e-2, 1e-4, 1e-3),
         name="q",
     )
 
@@ -240,7 +240,7 @@ def test_keras_file_round_trip(tmp_path, compact):
     conv = kq.CompactQuadraticConv2D if compact else kq.QuadraticConv2D
     inputs = keras.Input((8, 8, 3))
     h = conv(4, 3, padding="same", activation="relu",
-             relinear_regularizer=regularizers.ReLinear(square_l2=1e-3))(inputs)
+             relinear_regularizer=regularizers.ReLinearRegularizer(square_l2=1e-3))(inputs)
     h = kq.QuadraticConv1D(2, 3)(keras.layers.Reshape((64, 4))(h))
     outputs = kq.QuadraticDense(3)(keras.layers.Flatten()(h))
     model = keras.Model(inputs, outputs)
@@ -253,7 +253,7 @@ def test_keras_file_round_trip(tmp_path, compact):
     loaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(to_numpy(loaded(x)), to_numpy(model(x)))
     assert isinstance(loaded.layers[1].relinear_regularizer,
-                      regularizers.ReLinear)
+                      regularizers.ReLinearRegularizer)
     np.testing.assert_allclose(
         sum(float(to_numpy(v)) for v in loaded.losses),
         sum(float(to_numpy(v)) for v in model.losses), rtol=1e-6)
@@ -287,7 +287,7 @@ def test_mixed_precision_trains():
     model = keras.Sequential([
         keras.Input((6, 6, 2)), kq.QuadraticConv2D(3, 3), keras.layers.Flatten(),
         keras.layers.Dense(2, dtype="float32")])
-    model.compile(kq.optimizers.ReLinear(keras.optimizers.SGD(0.01),
+    model.compile(kq.optimizers.ReLinearOptimizer(keras.optimizers.SGD(0.01),
                                          gamma_g=1.0, gamma_b=1.0),
                   "mse", auto_scale_loss=True)
     history = model.fit(random((8, 6, 6, 2)), random((8, 2), 1), epochs=2,
@@ -297,7 +297,7 @@ def test_mixed_precision_trains():
 
 
 def test_relinear_regularizer_values():
-    reg = regularizers.ReLinear(gate_l1=0.1, gate_l2=0.2, square_l1=0.3,
+    reg = regularizers.ReLinearRegularizer(gate_l1=0.1, gate_l2=0.2, square_l1=0.3,
                                 square_l2=0.4)
     layer = kq.QuadraticDense(3, relinear_regularizer=reg,
                               kernel_regularizer=keras.regularizers.L2(0.5))
@@ -324,7 +324,7 @@ def test_relinear_regularizer_values():
 def test_relinear_regularizer_combines_with_weight_regularizer():
     layer = kq.QuadraticDense(
         2, gate_bias_regularizer=keras.regularizers.L1(1.0),
-        relinear_regularizer=regularizers.ReLinear(gate_l2=1.0))
+        relinear_regularizer=regularizers.ReLinearRegularizer(gate_l2=1.0))
     layer.build((None, 3))
     layer.gate_bias.assign(np.array([2.0, -1.0], "float32"))
     # L1 on the value (3) + L2 on the distance from 1 (1 + 4)
@@ -345,8 +345,8 @@ def test_relinear_regularizer_combines_with_weight_regularizer():
          "data_format"),
         (lambda: kq.QuadraticDense(0), "units"),
         (lambda: kq.CompactQuadraticDense(2.5), "units"),
-        (lambda: regularizers.ReLinear(gate_l1=-1.0), "gate_l1"),
-        (lambda: regularizers.ReLinear(square_l2=float("nan")), "square_l2"),
+        (lambda: regularizers.ReLinearRegularizer(gate_l1=-1.0), "gate_l1"),
+        (lambda: regularizers.ReLinearRegularizer(square_l2=float("nan")), "square_l2"),
         (lambda: kq.QuadraticDense(3, relinear_regularizer="l2"),
          "relinear_regularizer"),
     ],

@@ -90,7 +90,7 @@ def test_rezero_starts_at_zero_and_learns():
 
 def test_save_and_reload(tmp_path):
     model = QResNet(8, "quadratic", rezero=True,
-                    relinear_regularizer=kq.regularizers.ReLinear(gate_l2=1e-3))
+                    relinear_regularizer=kq.regularizers.ReLinearRegularizer(gate_l2=1e-3))
     for w in model.weights:
         if "gate_kernel" in w.path or "alpha" in w.path:
             w.assign(random(w.shape, 3, 0.1))
@@ -110,7 +110,7 @@ def test_save_and_reload(tmp_path):
      (dict(shortcut="B"), "projection"),
      (dict(data_format="nchw"), "channels_first"),
      (dict(neuron="linear",
-           relinear_regularizer=kq.regularizers.ReLinear(gate_l2=1.0)),
+           relinear_regularizer=kq.regularizers.ReLinearRegularizer(gate_l2=1.0)),
       "relinear_regularizer")],
 )
 def test_bad_arguments(kwargs, match):

@@ -10,7 +10,7 @@ from conftest import random
 from conftest import to_numpy
 
 import keras_quadratic as kq
-from keras_quadratic.optimizers import ReLinear
+from keras_quadratic.optimizers import ReLinearOptimizer
 
 GROUPS = {"gate_kernel": "g", "gate_bias": "g", "square_kernel": "b",
           "square_bias": "b"}
@@ -84,7 +84,7 @@ def test_step_ratios_inside_fit(name):
     weights = base.get_weights()
     plain = _one_fit_step(_reference(name), weights)
     wrapped = _one_fit_step(
-        ReLinear(OPTIMIZERS[name](), gamma_g=gamma_g, gamma_b=gamma_b),
+        ReLinearOptimizer(OPTIMIZERS[name](), gamma_g=gamma_g, gamma_b=gamma_b),
         weights)
     plain_steps = _steps(plain, weights)
     wrapped_steps = _steps(wrapped, weights)
@@ -112,7 +112,7 @@ def test_step_ratios_over_several_applies(name):
     results, iterations = {}, {}
     for label, optimizer in (
         ("plain", _reference(name)),
-        ("wrapped", ReLinear(OPTIMIZERS[name](), gamma_g=0.5, gamma_b=0.25)),
+        ("wrapped", ReLinearOptimizer(OPTIMIZERS[name](), gamma_g=0.5, gamma_b=0.25)),
     ):
         for v, s in zip(variables, start):
             v.assign(s)
@@ -137,7 +137,7 @@ def test_gamma_zero_freezes_and_gamma_one_reproduces():
     weights = _model().get_weights()
     frozen = _model()
     frozen.set_weights(weights)
-    frozen.compile(ReLinear(keras.optimizers.Adam(1e-2), 0.0, 0.0), "mse")
+    frozen.compile(ReLinearOptimizer(keras.optimizers.Adam(1e-2), 0.0, 0.0), "mse")
     frozen.fit(x, y, batch_size=4, epochs=2, verbose=0)
     for w, start in zip(frozen.weights, weights):
         name = w.path.split("/")[-1]
@@ -149,7 +149,7 @@ def test_gamma_zero_freezes_and_gamma_one_reproduces():
     plain.set_weights(weights)
     wrapped.set_weights(weights)
     plain.compile(keras.optimizers.Adam(1e-2), "mse")
-    wrapped.compile(ReLinear(keras.optimizers.Adam(1e-2), 1.0, 1.0), "mse")
+    wrapped.compile(ReLinearOptimizer(keras.optimizers.Adam(1e-2), 1.0, 1.0), "mse")
     for m in (plain, wrapped):
         m.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
     for a, b in zip(plain.weights, wrapped.weights):
@@ -173,7 +173,7 @@ def test_nested_and_subclassed_models():
     model = Net()
     model(random((2, 5)))
     before = [to_numpy(w) for w in model.weights]
-    model.compile(ReLinear(keras.optimizers.SGD(0.1), 0.0, 0.0), "mse")
+    model.compile(ReLinearOptimizer(keras.optimizers.SGD(0.1), 0.0, 0.0), "mse")
     model.fit(random((8, 5)), random((8, 1), 1), epochs=1, verbose=0)
     moved = sorted(
         (w.path.split("/")[-1], bool(np.abs(to_numpy(w) - b).max() > 0))
@@ -187,7 +187,7 @@ def test_nested_and_subclassed_models():
 def test_schedule_learning_rate_and_callbacks():
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay([4], [0.1,
                                                                       0.01])
-    optimizer = ReLinear(keras.optimizers.SGD(schedule, momentum=0.9))
+    optimizer = ReLinearOptimizer(keras.optimizers.SGD(schedule, momentum=0.9))
     model = _model()
     model.compile(optimizer, "mse")
     x, y = _data()
@@ -196,7 +196,7 @@ def test_schedule_learning_rate_and_callbacks():
     assert int(to_numpy(optimizer.inner_optimizer.iterations)) == 8
     np.testing.assert_allclose(float(to_numpy(optimizer.learning_rate)), 0.01)
     # callbacks that read and set the rate act on the wrapped optimizer
-    optimizer = ReLinear(keras.optimizers.Adam(0.01))
+    optimizer = ReLinearOptimizer(keras.optimizers.Adam(0.01))
     model = _model()
     model.compile(optimizer, "mse")
     history = model.fit(
@@ -223,7 +223,7 @@ def test_weight_decay_never_pulls_gate_bias_to_zero(decayed):
     model = _model()
     variables = model.trainable_variables
     zero_grads = [keras.ops.zeros(v.shape) for v in variables]
-    optimizer = ReLinear(make(), gamma_g=1.0, gamma_b=1.0)
+    optimizer = ReLinearOptimizer(make(), gamma_g=1.0, gamma_b=1.0)
     for _ in range(3):
         optimizer.apply(zero_grads, variables)
     gate_bias = model.layers[1].gate_bias
@@ -247,7 +247,7 @@ def test_mixed_precision_step_ratio(policy):
     runs = {}
     for label, optimizer in (
         ("plain", keras.optimizers.SGD(0.05)),
-        ("wrapped", ReLinear(keras.optimizers.SGD(0.05), 0.1, 0.01)),
+        ("wrapped", ReLinearOptimizer(keras.optimizers.SGD(0.05), 0.1, 0.01)),
     ):
         model = _model()
         model.set_weights(weights)
@@ -268,13 +268,13 @@ def test_mixed_precision_step_ratio(policy):
 def test_save_load_resume(tmp_path):
     x, y = _data()
     model = _model()
-    model.compile(ReLinear(keras.optimizers.SGD(0.05, momentum=0.9),
+    model.compile(ReLinearOptimizer(keras.optimizers.SGD(0.05, momentum=0.9),
                            gamma_g=0.3, gamma_b=0.2), "mse")
     model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
     path = os.path.join(tmp_path, "m.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    assert isinstance(loaded.optimizer, ReLinear)
+    assert isinstance(loaded.optimizer, ReLinearOptimizer)
     assert loaded.optimizer.gamma_g == 0.3 and loaded.optimizer.gamma_b == 0.2
     assert int(to_numpy(loaded.optimizer.iterations)) == 8
     for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
@@ -285,7 +285,7 @@ def test_save_load_resume(tmp_path):
         np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-6,
                                    atol=1e-7)
     config = model.optimizer.get_config()
-    clone = ReLinear.from_config(config)
+    clone = ReLinearOptimizer.from_config(config)
     assert type(clone.inner_optimizer) is type(model.optimizer.inner_optimizer)
     assert clone.inner_optimizer.get_config() == (
         model.optimizer.inner_optimizer.get_config())
@@ -304,7 +304,7 @@ def test_save_load_resume(tmp_path):
 )
 def test_bad_arguments(args, error, match):
     with pytest.raises(error, match=match):
-        ReLinear(*args)
+        ReLinearOptimizer(*args)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
@@ -328,7 +328,7 @@ def test_tf_distribute_mirrored_strategy():
                     kq.QuadraticDense(4, gate_kernel_initializer="ones"),
                     keras.layers.Dense(1)])
                 start = [w.numpy() for w in model.weights]
-                model.compile(kq.optimizers.ReLinear(
+                model.compile(kq.optimizers.ReLinearOptimizer(
                     keras.optimizers.SGD(0.1), gamma, gamma), "mse")
             model.fit(x, y, batch_size=16, epochs=1, verbose=0)
             steps[gamma] = [w.numpy() - s for w, s in
@@ -353,7 +353,7 @@ def test_ema_of_frozen_weights_stays_frozen():
     before = [to_numpy(w) for w in model.weights]
     inner = keras.optimizers.SGD(0.1, momentum=0.9, use_ema=True,
                                  ema_momentum=0.9, ema_overwrite_frequency=2)
-    model.compile(ReLinear(inner, 0.0, 0.0), "mse")
+    model.compile(ReLinearOptimizer(inner, 0.0, 0.0), "mse")
     x, y = _data()
     model.fit(x, y, batch_size=4, epochs=3, verbose=0)
     for w, b in zip(model.weights, before):
@@ -373,7 +373,7 @@ def test_constraints_hold_after_the_shrink():
         gate_kernel_constraint=keras.constraints.UnitNorm(axis=[0, 1, 2]),
         square_bias_constraint=keras.constraints.NonNeg())
     model = keras.Model(inputs, keras.layers.Flatten()(layer(inputs)))
-    model.compile(ReLinear(keras.optimizers.SGD(0.5), 0.1, 0.1), "mse")
+    model.compile(ReLinearOptimizer(keras.optimizers.SGD(0.5), 0.1, 0.1), "mse")
     x = random((16, 6, 6, 2), 3)
     model.fit(x, random((16, 48), 4) - 3.0, batch_size=8, epochs=2,
               verbose=0)
@@ -387,7 +387,7 @@ def test_prebuilt_wrapped_optimizer():
     variables = model.trainable_variables
     inner = keras.optimizers.SGD(0.1, weight_decay=0.5)
     inner.build(variables)
-    optimizer = ReLinear(inner, gamma_g=0.1)
+    optimizer = ReLinearOptimizer(inner, gamma_g=0.1)
     zero_grads = [keras.ops.zeros(v.shape) for v in variables]
     optimizer.apply(zero_grads, variables)
     gate_bias = model.layers[1].gate_bias
@@ -397,14 +397,14 @@ def test_prebuilt_wrapped_optimizer():
     inner = keras.optimizers.SGD(0.1)
     inner.build(_model().trainable_variables)
     with pytest.raises(ValueError, match="already built on other variables"):
-        ReLinear(inner).apply(zero_grads, variables)
+        ReLinearOptimizer(inner).apply(zero_grads, variables)
 
 
 def test_one_optimizer_wrapped_twice_is_refused():
     inner = keras.optimizers.SGD(0.1)
-    ReLinear(inner)
+    ReLinearOptimizer(inner)
     with pytest.raises(ValueError, match="already wrapped"):
-        ReLinear(inner)
+        ReLinearOptimizer(inner)
 
 
 def test_keras_internals_used_by_relinear():
@@ -439,7 +439,7 @@ def test_keras_internals_used_by_relinear():
 def test_loss_scale_optimizer_around_the_wrapper_with_loss_scale_factor():
     """LossScaleOptimizer turns the inner loss_scale_factor off: it must
     reach the optimizer that ReLinear wraps."""
-    wrapped = ReLinear(keras.optimizers.SGD(0.05, loss_scale_factor=128.0),
+    wrapped = ReLinearOptimizer(keras.optimizers.SGD(0.05, loss_scale_factor=128.0),
                        1.0, 1.0)
     keras.optimizers.LossScaleOptimizer(wrapped)
     assert wrapped.inner_optimizer.loss_scale_factor is None
@@ -447,3 +447,18 @@ def test_loss_scale_optimizer_around_the_wrapper_with_loss_scale_factor():
     wrapped.loss_scale_factor = 4.0
     assert wrapped.inner_optimizer.loss_scale_factor == 4.0
     assert float(to_numpy(wrapped.scale_loss(keras.ops.ones(())))) == 4.0
+
+
+def test_distinct_public_names_and_old_aliases():
+    # One name per concept; the old shared name `ReLinear` still works in
+    # each module, and both save under their registered names.
+    assert kq.optimizers.ReLinear is kq.optimizers.ReLinearOptimizer
+    assert kq.regularizers.ReLinear is kq.regularizers.ReLinearRegularizer
+    assert kq.optimizers.ReLinearOptimizer is not (
+        kq.regularizers.ReLinearRegularizer)
+    optimizer = kq.optimizers.ReLinearOptimizer(keras.optimizers.SGD(0.1))
+    regularizer = kq.regularizers.ReLinearRegularizer(gate_l2=1e-3)
+    assert keras.saving.serialize_keras_object(optimizer)[
+        "registered_name"] == "keras_quadratic>ReLinearOptimizer"
+    assert keras.saving.serialize_keras_object(regularizer)[
+        "registered_name"] == "keras_quadratic>ReLinearRegularizer"

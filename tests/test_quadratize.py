@@ -149,7 +149,7 @@ def test_quadratized_model_trains_with_relinear_and_round_trips(tmp_path):
                               keras.layers.Dense(8, activation="relu"),
                               keras.layers.Dense(1)])
     q = quadratize(model)
-    q.compile(kq.optimizers.ReLinear(keras.optimizers.Adam(1e-2), 0.5, 0.5),
+    q.compile(kq.optimizers.ReLinearOptimizer(keras.optimizers.Adam(1e-2), 0.5, 0.5),
               "mse")
     x, y = random((32, 5)), random((32, 1), 1)
     q.fit(x, y, epochs=2, verbose=0)

@@ -16,7 +16,7 @@ from keras import constraints
 from keras import initializers
 from keras import regularizers
 
-from keras_quadratic.regularizers import ReLinear
+from keras_quadratic.regularizers import ReLinearRegularizer
 
 # The compact neuron as one linear map of [x, x*x] (concatenated) rather
 # than two, on the backend where that measured faster (compact QResNet20
@@ -129,16 +129,16 @@ class QuadraticLayer(keras.layers.Layer):
             setattr(self, f"{weight}_regularizer", regularizers.get(reg))
             setattr(self, f"{weight}_constraint", constraints.get(cons))
         if relinear_regularizer is not None and not isinstance(
-            relinear_regularizer, ReLinear
+            relinear_regularizer, ReLinearRegularizer
         ):
             if isinstance(relinear_regularizer, dict):
                 relinear_regularizer = keras.saving.deserialize_keras_object(
                     relinear_regularizer
                 )
-            if not isinstance(relinear_regularizer, ReLinear):
+            if not isinstance(relinear_regularizer, ReLinearRegularizer):
                 raise TypeError(
                     f"{type(self).__name__}: argument `relinear_regularizer` "
-                    "must be a keras_quadratic.regularizers.ReLinear or None. "
+                    "must be a keras_quadratic.regularizers.ReLinearRegularizer or None. "
                     f"Received: {relinear_regularizer!r}"
                 )
         self.relinear_regularizer = relinear_regularizer

@@ -47,7 +47,7 @@ class BaseQuadraticConv(QuadraticLayer):
             define the linear part `kernel`, `bias`.
         gate_*/square_* initializers, regularizers and constraints: the same
             for the quadratic weights; the initializers default to ReLinear's.
-        relinear_regularizer: a `keras_quadratic.regularizers.ReLinear`.
+        relinear_regularizer: a `keras_quadratic.regularizers.ReLinearRegularizer`.
     """
 
     def __init__(

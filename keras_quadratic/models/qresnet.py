@@ -114,7 +114,7 @@ def QResNet(
             "projection" (1x1 convolution + batch normalization).
         data_format: "channels_last" or "channels_first"; defaults to
             `keras.config.image_data_format()`.
-        relinear_regularizer: a `keras_quadratic.regularizers.ReLinear` for
+        relinear_regularizer: a `keras_quadratic.regularizers.ReLinearRegularizer` for
             every quadratic convolution.
     """
     if neuron not in NEURONS:
