@@ -11,7 +11,16 @@ image, horizontal flip, per-channel normalization), side by side.
 Recipe: SGD momentum 0.9, weight decay 1e-4, batch 128, lr 0.1 divided by
 10 at 50% and 75% of the epochs, gamma 1e-2 for both quadratic groups,
 seed 0; the final epoch's test accuracy is reported for each. Prints a
-table and writes runs/parity/parity.json.
+table and writes runs/parity/parity.json ($OUT/parity.json where OUT is
+set).
+
+Without TensorFlow (e.g. on a GPU machine), `--npz FILE` (uint8 arrays from
+benchmarks/make_cifar_subset.py) trains both on in-memory data instead,
+with the same augmentation in NumPy and literally the same batches for
+both (one seeded generator each), the Keras side in a process of its own
+with the example's model and optimizer (`cifar10.build_and_compile`):
+
+    KERAS_BACKEND=jax python benchmarks/parity.py --npz subset.npz --seeds 0 1 2
 """
 
 import argparse
@@ -27,29 +36,93 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 
-def torch_run(args, neuron):
-    """Trains the PyTorch reference; final-epoch test accuracy."""
+class NumpyBatches:
+    """In-memory CIFAR batches with the example's augmentation (random crop
+    of the 4-pixel zero-padded uint8 image, horizontal flip) and
+    normalization, in NumPy: a seeded generator gives every epoch's order
+    and crops, so two consumers with one seed see the same batches."""
+
+    def __init__(self, x, y, batch_size, training, data_format, seed):
+        import numpy as np
+
+        self.x, self.y = x, y.astype("int64")
+        self.batch_size, self.training = batch_size, training
+        self.data_format = data_format
+        self.rng = np.random.default_rng(seed)
+        self.steps = (len(x) // batch_size if training
+                      else -(-len(x) // batch_size))
+
+    def epoch(self):
+        import numpy as np
+
+        from cifar10 import MEAN
+        from cifar10 import STD
+
+        order = (self.rng.permutation(len(self.x)) if self.training
+                 else np.arange(len(self.x)))
+        for step in range(self.steps):
+            index = order[step * self.batch_size:(step + 1) * self.batch_size]
+            images = self.x[index]
+            if self.training:
+                padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+                offsets = self.rng.integers(0, 9, (len(index), 2))
+                flips = self.rng.random(len(index)) < 0.5
+                images = np.stack([
+                    padded[i, r:r + 32, c:c + 32][:, ::-1 if f else 1]
+                    for i, (r, c), f in zip(range(len(index)), offsets,
+                                            flips)])
+            images = ((images.astype("float32") / 255.0 - np.float32(MEAN))
+                      / np.float32(STD)).astype("float32")
+            if self.data_format == "channels_first":
+                images = images.transpose(0, 3, 1, 2)
+            yield np.ascontiguousarray(images), self.y[index]
+
+
+def load_npz(args, data_format, seed):
     import numpy as np
-    import tensorflow as tf
+
+    with np.load(args.npz) as data:
+        arrays = {k: data[k] for k in data.files}
+    return (NumpyBatches(arrays["x_train"], arrays["y_train"],
+                         args.batch_size, True, data_format, seed),
+            NumpyBatches(arrays["x_test"], arrays["y_test"],
+                         args.batch_size, False, data_format, seed))
+
+
+def torch_run(args, neuron):
+    """Trains the PyTorch reference; test accuracy after each epoch."""
+    import numpy as np
     import torch
     import torch.nn.functional as F
 
-    import cifar10
     from torch_reference import ResNet
 
-    tf.config.set_visible_devices([], "GPU")
-    tf.random.set_seed(args.seed)
     torch.manual_seed(args.seed)
-    data = argparse.Namespace(
-        dataset="cifar10", data_dir=args.data_dir, download=False,
-        train_split=args.train_split, test_split=args.test_split,
-        mock_data=args.mock_data, mock_examples=256)
-    train, test, size = cifar10.load_splits(data)
-    train_ds = cifar10.pipeline(train, args.batch_size, True,
-                                "channels_first", args.seed)
-    test_ds = cifar10.pipeline(test, args.batch_size, False,
-                               "channels_first", args.seed)
-    model = ResNet(args.depth, neuron)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cudnn.benchmark = True
+    if args.npz:
+        train_ds, test_ds = load_npz(args, "channels_first", args.seed)
+        size = train_ds.steps * args.batch_size
+        epoch_of = lambda data: data.epoch()  # noqa: E731
+    else:
+        import tensorflow as tf
+
+        import cifar10
+
+        tf.config.set_visible_devices([], "GPU")
+        tf.random.set_seed(args.seed)
+        data = argparse.Namespace(
+            dataset="cifar10", data_dir=args.data_dir, download=False,
+            train_split=args.train_split, test_split=args.test_split,
+            mock_data=args.mock_data, mock_examples=256)
+        train, test, size = cifar10.load_splits(data)
+        train_ds = cifar10.pipeline(train, args.batch_size, True,
+                                    "channels_first", args.seed)
+        test_ds = cifar10.pipeline(test, args.batch_size, False,
+                                   "channels_first", args.seed)
+        epoch_of = lambda data: (  # noqa: E731
+            (x.numpy(), y.numpy()) for x, y in data)
+    model = ResNet(args.depth, neuron).to(device)
     quadratic = {"g": [], "b": []}
     linear = []
     for module in model.modules():  # by module type, not by name
@@ -64,6 +137,7 @@ def torch_run(args, neuron):
                    {"params": quadratic["b"], "lr": args.lr * args.gamma}]
     optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=0.9,
                                 weight_decay=args.weight_decay)
+    del size
     milestones = [int(args.epochs * f) for f in (0.5, 0.75)]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones,
                                                      0.1)
@@ -71,9 +145,9 @@ def torch_run(args, neuron):
     for epoch in range(args.epochs):
         model.train()
         start = time.perf_counter()
-        for x, y in train_ds:
-            x = torch.from_numpy(x.numpy())
-            y = torch.from_numpy(y.numpy().astype(np.int64))
+        for x, y in epoch_of(train_ds):
+            x = torch.from_numpy(x).to(device)
+            y = torch.from_numpy(y.astype(np.int64)).to(device)
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
             optimizer.step()
@@ -81,9 +155,9 @@ def torch_run(args, neuron):
         model.eval()
         correct = total = 0
         with torch.no_grad():
-            for x, y in test_ds:
-                logits = model(torch.from_numpy(x.numpy()))
-                correct += int((logits.argmax(1).numpy() == y.numpy()).sum())
+            for x, y in epoch_of(test_ds):
+                logits = model(torch.from_numpy(x).to(device))
+                correct += int((logits.argmax(1).cpu().numpy() == y).sum())
                 total += len(y)
         accuracies.append(correct / total)
         print(f"pytorch-reference {neuron} epoch {epoch + 1}: test accuracy "
@@ -92,9 +166,48 @@ def torch_run(args, neuron):
     return accuracies
 
 
+def keras_npz_run(args, neuron):
+    """The example's model and optimizer (cifar10.build_and_compile) with
+    `model.fit` on the in-memory batches; test accuracy after each epoch."""
+    import keras
+
+    import cifar10
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self, source):
+            super().__init__()
+            self.source, self.batches = source, list(source.epoch())
+
+        def __len__(self):
+            return self.source.steps
+
+        def __getitem__(self, index):
+            return self.batches[index]
+
+        def on_epoch_end(self):
+            if self.source.training:  # the next epoch's order and crops
+                self.batches = list(self.source.epoch())
+
+    keras.utils.set_random_seed(args.seed)
+    data_format = keras.config.image_data_format()
+    train, test = load_npz(args, data_format, args.seed)
+    recipe = cifar10.parse_args([
+        "--depth", str(args.depth), "--neuron", neuron,
+        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+        "--learning-rate", str(args.lr), "--weight-decay",
+        str(args.weight_decay), "--gamma-g", str(args.gamma), "--gamma-b",
+        str(args.gamma), "--seed", str(args.seed)])
+    model = cifar10.build_and_compile(recipe, train.steps, 10, data_format)
+    history = model.fit(Batches(train), epochs=args.epochs,
+                        validation_data=Batches(test), verbose=2)
+    return [float(a) for a in history.history["val_accuracy"]]
+
+
 def keras_run(args, neuron):
-    """examples/cifar10.py with the recipe's flags; its summary."""
-    out = os.path.join(args.output_dir, f"keras-{args.backend}-{neuron}")
+    """examples/cifar10.py with the recipe's flags; test accuracy after
+    each epoch."""
+    out = os.path.join(args.output_dir or os.path.join("runs", "parity"),
+                       f"keras-{args.backend}-{neuron}-seed{args.seed}")
     command = [
         sys.executable, os.path.join(ROOT, "examples", "cifar10.py"),
         "--depth", str(args.depth), "--neuron", neuron,
@@ -116,10 +229,28 @@ def keras_run(args, neuron):
         return [float(r["val_accuracy"]) for r in csv.DictReader(f)]
 
 
+def run_worker(kind, neuron, seed, args):
+    """One training run in a process of its own; its per-epoch accuracies.
+    `kind` is "torch" or "keras" (the latter only with --npz: without it,
+    the Keras side is examples/cifar10.py itself)."""
+    env = dict(os.environ, KERAS_BACKEND=args.backend)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (ROOT, env.get("PYTHONPATH")) if p)
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    worker = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--worker",
+         f"{kind}:{neuron}", *args.argv, "--seeds", str(seed)],
+        check=True, stdout=subprocess.PIPE, text=True, env=env)
+    return json.loads(worker.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default=None)
     p.add_argument("--mock-data", action="store_true")
+    p.add_argument("--npz", default=None,
+                   help="in-memory uint8 CIFAR-10 arrays instead of tfds "
+                   "(benchmarks/make_cifar_subset.py); needs no TensorFlow")
     p.add_argument("--train-split", default="train")
     p.add_argument("--test-split", default="test")
     p.add_argument("--epochs", type=int, default=3)
@@ -128,40 +259,71 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--gamma", type=float, default=1e-2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--backend", default="tensorflow",
                    choices=("tensorflow", "jax", "torch"))
     p.add_argument("--neurons", nargs="+", default=["quadratic", "linear"],
                    choices=("quadratic", "linear"))
-    p.add_argument("--output-dir", default=os.path.join("runs", "parity"))
+    p.add_argument("--output-dir", default=None,
+                   help="default $OUT if set, else runs/parity")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
-    if args.worker:  # the PyTorch run, in a process of its own
-        print(json.dumps(torch_run(args, args.worker)))
+    args.argv = argv
+    args.seed = args.seeds[0]
+    if args.worker:  # one run, in a process of its own
+        kind, neuron = args.worker.split(":")
+        run = torch_run if kind == "torch" else keras_npz_run
+        print(json.dumps(run(args, neuron)))
         return
-    os.makedirs(args.output_dir, exist_ok=True)
+    output_dir = args.output_dir or os.environ.get("OUT") or os.path.join(
+        "runs", "parity")
+    os.makedirs(output_dir, exist_ok=True)
+    data = (os.path.basename(args.npz) if args.npz else
+            f"{args.train_split} / {args.test_split}")
     results = []
     for neuron in args.neurons:
-        worker = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--worker", neuron,
-             *(argv if argv is not None else sys.argv[1:])],
-            check=True, stdout=subprocess.PIPE, text=True)
-        reference = json.loads(worker.stdout.strip().splitlines()[-1])
-        ours = keras_run(args, neuron)
-        results.append({"neuron": neuron, "pytorch_reference": reference,
-                        "keras_quadratic": ours})
+        for seed in args.seeds:
+            reference = run_worker("torch", neuron, seed, args)
+            if args.npz:
+                ours = run_worker("keras", neuron, seed, args)
+            else:
+                args.seed = seed
+                ours = keras_run(args, neuron)
+            results.append({"neuron": neuron, "seed": seed,
+                            "pytorch_reference": reference,
+                            "keras_quadratic": ours})
+            print(f"{neuron} seed {seed}: reference {reference}, "
+                  f"keras-quadratic {ours}", file=sys.stderr, flush=True)
+            with open(os.path.join(output_dir, "parity.json"), "w") as f:
+                json.dump({"args": vars(args), "results": results}, f,
+                          indent=2)
+    print(table(results, args, data))
+
+
+def table(results, args, data):
+    import numpy as np
+
     name = lambda n: ("Q" if n == "quadratic" else "") + f"ResNet{args.depth}"  # noqa
-    print(f"\n{args.epochs} epochs, {args.train_split} / {args.test_split}, "
-          f"seed {args.seed}; final-epoch test accuracy\n")
-    print(f"| model | PyTorch reference | keras-quadratic ({args.backend}) | "
-          "difference (points) |")
-    print("| --- | ---: | ---: | ---: |")
-    for r in results:
-        ref, ours = r["pytorch_reference"][-1], r["keras_quadratic"][-1]
-        print(f"| {name(r['neuron'])} | {100 * ref:.2f} | {100 * ours:.2f} | "
-              f"{100 * (ours - ref):+.2f} |")
-    with open(os.path.join(args.output_dir, "parity.json"), "w") as f:
-        json.dump({"args": vars(args), "results": results}, f, indent=2)
+    lines = [f"\n{args.epochs} epochs, {data}, seeds "
+             f"{', '.join(map(str, args.seeds))}; final-epoch test accuracy "
+             "(%)\n",
+             f"| model | seed | PyTorch reference | keras-quadratic "
+             f"({args.backend}) | difference (points) |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    for neuron in args.neurons:
+        rows = [r for r in results if r["neuron"] == neuron]
+        ref = np.array([100 * r["pytorch_reference"][-1] for r in rows])
+        ours = np.array([100 * r["keras_quadratic"][-1] for r in rows])
+        for r, a, b in zip(rows, ref, ours):
+            lines.append(f"| {name(neuron)} | {r['seed']} | {a:.2f} | "
+                         f"{b:.2f} | {b - a:+.2f} |")
+        if len(rows) > 1:
+            lines.append(
+                f"| {name(neuron)} | mean +- sd | {ref.mean():.2f} +- "
+                f"{ref.std(ddof=1):.2f} | {ours.mean():.2f} +- "
+                f"{ours.std(ddof=1):.2f} | {ours.mean() - ref.mean():+.2f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

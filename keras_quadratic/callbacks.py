@@ -69,16 +69,44 @@ def relinear_metrics(model, per_layer=True):
 
 
 class QuadraticMonitor(keras.callbacks.Callback):
-    """Adds `relinear_gate` and `relinear_square` to the logs each epoch.
+    """Logs how far the quadratic layers have moved from conventional ones.
 
-    With `per_layer=True` (default), also `relinear_gate/<layer name>` and
-    `relinear_square/<layer name>` for every quadratic layer. The values
-    reach History, CSVLogger and TensorBoard like any metric.
+    At the end of each epoch it adds to the logs, over all quadratic layers
+    of the model (at any nesting), with `gate_bias`'s conventional value 1:
+
+        relinear_gate   = sqrt(sum ||gate_kernel||^2 + ||gate_bias - 1||^2)
+                          / sqrt(sum ||kernel||^2 + ||bias||^2)
+        relinear_square = sqrt(sum ||square_kernel||^2 + ||square_bias||^2)
+                          / sqrt(sum ||kernel||^2 + ||bias||^2)
+
+    Both are 0 at the ReLinear initialization (a conventional network) and
+    grow as the quadratic terms are used. With `per_layer=True` it also
+    logs `relinear_gate/<layer name>` and `relinear_square/<layer name>`
+    for each layer. The values reach `History`, `CSVLogger` and
+    `TensorBoard` like any metric (put the monitor before those callbacks),
+    and `history` keeps them, with the values before training as epoch -1.
 
     Args:
-        per_layer: log per-layer values too.
-        plot_path: if set, a PNG of the per-layer values over the epochs is
-            written there at the end of training (see `plot`).
+        per_layer: bool, also log the values of each layer (default True).
+        plot_path: a path, or None (default). If set, a PNG of the
+            per-layer values against the epoch is written there at the end
+            of training (see `plot`); the user's matplotlib state is left
+            alone.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras
+    >>> import keras_quadratic as kq
+    >>> model = keras.Sequential([keras.Input((4,)), kq.QuadraticDense(8),
+    ...                           keras.layers.Dense(1)])
+    >>> model.compile(kq.optimizers.ReLinearOptimizer(
+    ...     keras.optimizers.SGD(0.1), gamma_g=0.5, gamma_b=0.5), "mse")
+    >>> monitor = kq.callbacks.QuadraticMonitor()
+    >>> x, y = np.random.rand(32, 4), np.random.rand(32, 1)
+    >>> history = model.fit(x, y, epochs=2, callbacks=[monitor], verbose=0)
+    >>> history.history["relinear_gate"][-1] > 0
+    True
     """
 
     def __init__(self, per_layer=True, plot_path=None):

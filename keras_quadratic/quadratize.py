@@ -90,22 +90,57 @@ def _is_functional(model):
 
 
 def quadratize(model, neuron="quadratic", layers=None):
-    """Returns a copy of `model` with quadratic Conv/Dense layers.
+    """Returns a copy of `model` whose Conv/Dense layers are quadratic.
+
+    ReLinear's conventional-model initialization: each converted layer keeps
+    the original's `kernel` and `bias` as its linear part and gets the
+    ReLinear initialization for the rest (`gate_kernel` 0, `gate_bias` 1,
+    `square_kernel` 0, `square_bias` 0), so that
+
+        QuadraticConv2D(x) = (conv(x, kernel) + bias) * (conv(x, 0) + 1)
+                             + conv(x * x, 0) + 0 = Conv2D(x)
+
+    and the new model's outputs equal the original's (to float32 rounding),
+    in inference and training mode. Fine-tune it with
+    `keras_quadratic.optimizers.ReLinearOptimizer` so that the quadratic
+    terms grow slowly from there.
 
     Args:
         model: a built Sequential or Functional Keras model (nested models,
             shared layers and multiple inputs/outputs are fine).
-        neuron: "quadratic" (full neuron) or "compact".
-        layers: which layers to convert: None (every Conv1D/2D/3D and
-            Dense), a list of layer names, or a predicate `f(layer) -> bool`.
+        neuron: "quadratic" (full neuron, default) or "compact".
+        layers: which layers to convert: None (default: every `Conv1D`,
+            `Conv2D`, `Conv3D` and `Dense`), a list of layer names, or a
+            predicate `f(layer) -> bool`.
 
-    The new model's outputs equal the original's (to float32 rounding), in
-    inference and training mode. Layers that match the selection but cannot
-    be converted (grouped, depthwise, separable or transposed convolutions,
-    EinsumDense, quantized layers, layers with a LoRA or DoRA adapter or
-    with an argument the quadratic layer does not take) are kept as they
-    are and listed, with the reason, in a warning. The input
-    model is not modified.
+    Returns:
+        A new model; `model` is not modified. Layers that match the
+        selection but cannot be converted (grouped, depthwise, separable or
+        transposed convolutions, `EinsumDense`, quantized layers, layers
+        with a LoRA or DoRA adapter or with an argument the quadratic layer
+        does not take) are kept as they are and listed, with the reason, in
+        a warning.
+
+    Raises:
+        ValueError: for a subclassed model (its layer graph cannot be
+            rebuilt), an unbuilt model, or an unknown `neuron`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras
+    >>> import keras_quadratic as kq
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)),
+    ...                           keras.layers.Conv2D(4, 3),
+    ...                           keras.layers.Flatten(),
+    ...                           keras.layers.Dense(2)])
+    >>> quadratic = kq.quadratize(model)
+    >>> [type(layer).__name__ for layer in quadratic.layers]
+    ['QuadraticConv2D', 'Flatten', 'QuadraticDense']
+    >>> x = np.random.rand(2, 8, 8, 3).astype("float32")
+    >>> bool(np.allclose(model.predict(x, verbose=0),
+    ...                  quadratic.predict(x, verbose=0), atol=1e-5))
+    True
     """
     if neuron not in NEURONS:
         raise ValueError(

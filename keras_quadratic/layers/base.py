@@ -63,6 +63,27 @@ class _SumRegularizer(keras.regularizers.Regularizer):
         return self.first(x) + self.second(x)
 
 
+def _explicit_arguments(local_variables):
+    """The arguments of an `__init__` with an explicit signature, from its
+    `locals()`, as keywords for the base class (its `**kwargs` merged in)."""
+    arguments = {
+        key: value for key, value in local_variables.items()
+        if key not in ("self", "__class__", "kwargs")
+    }
+    arguments.update(local_variables.get("kwargs", {}))
+    return arguments
+
+
+# Arguments of the full neuron that the compact one does not have (no gate,
+# no second bias). Configs saved before 0.2 listed them for compact layers
+# too; `from_config` drops them there.
+FULL_ONLY_ARGUMENTS = tuple(
+    f"{weight}_{kind}"
+    for weight in ("gate_kernel", "gate_bias", "square_bias")
+    for kind in ("initializer", "regularizer", "constraint")
+)
+
+
 def _positive_int(value, name, layer):
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(
@@ -236,14 +257,22 @@ class QuadraticLayer(keras.layers.Layer):
             self.activity_regularizer)
         for weight in ("kernel", "bias", "gate_kernel", "gate_bias",
                        "square_kernel", "square_bias"):
-            config[f"{weight}_initializer"] = initializers.serialize(
-                getattr(self, f"{weight}_initializer"))
-            config[f"{weight}_regularizer"] = regularizers.serialize(
-                getattr(self, f"{weight}_regularizer"))
-            config[f"{weight}_constraint"] = constraints.serialize(
-                getattr(self, f"{weight}_constraint"))
+            for kind, module in (("initializer", initializers),
+                                 ("regularizer", regularizers),
+                                 ("constraint", constraints)):
+                argument = f"{weight}_{kind}"
+                if not (self.compact and argument in FULL_ONLY_ARGUMENTS):
+                    config[argument] = module.serialize(
+                        getattr(self, argument))
         config["relinear_regularizer"] = (
             None if self.relinear_regularizer is None
             else keras.saving.serialize_keras_object(self.relinear_regularizer)
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        if cls.compact:
+            config = {key: value for key, value in config.items()
+                      if key not in FULL_ONLY_ARGUMENTS}
+        return super().from_config(config)

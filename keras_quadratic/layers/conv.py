@@ -11,6 +11,7 @@ and the compact one conv(x, kernel) + conv(x*x, square_kernel) + bias.
 import keras
 
 from keras_quadratic.layers.base import QuadraticLayer
+from keras_quadratic.layers.base import _explicit_arguments
 from keras_quadratic.layers.base import _positive_int
 
 _PADDINGS = ("valid", "same")
@@ -37,18 +38,10 @@ def _int_tuple(value, rank, name, layer):
 
 
 class BaseQuadraticConv(QuadraticLayer):
-    """Rank-generic quadratic convolution (see `QuadraticConv2D`).
-
-    Args:
-        rank: number of spatial dimensions.
-        filters, kernel_size, strides, padding, data_format, dilation_rate,
-        activation, use_bias, kernel_*/bias_* initializers, regularizers and
-        constraints, activity_regularizer: as in `keras.layers.Conv2D`; they
-            define the linear part `kernel`, `bias`.
-        gate_*/square_* initializers, regularizers and constraints: the same
-            for the quadratic weights; the initializers default to ReLinear's.
-        relinear_regularizer: a `keras_quadratic.regularizers.ReLinearRegularizer`.
-    """
+    """Rank-generic quadratic convolution; `QuadraticConv1D/2D/3D` and the
+    compact ones are this class with `rank` (the number of spatial
+    dimensions) fixed, as Keras's convolutions share one base. The other
+    arguments are documented on the public classes."""
 
     def __init__(
         self,
@@ -193,80 +186,358 @@ def _register(cls):
     )
 
 
-@_register
-class QuadraticConv1D(BaseQuadraticConv):
-    """Quadratic 1D convolution, a drop-in for `keras.layers.Conv1D`.
+# -- docstrings ------------------------------------------------------------
+# The six public convolutions differ only in rank and neuron; their Args,
+# shapes and examples are written once here and filled in per class.
+_FULL_MATH = """
+        out = activation((conv(x, kernel) + bias)
+                         * (conv(x, gate_kernel) + gate_bias)
+                         + conv(x * x, square_kernel) + square_bias)
 
-    y = act((conv(x, kernel) + bias) * (conv(x, gate_kernel) + gate_bias)
-            + conv(x*x, square_kernel) + square_bias)
-    """
+    `kernel` and `bias` are exactly those of `keras.layers.Conv{rank}D`. The
+    default initializers are ReLinear's (`gate_kernel` 0, `gate_bias` 1,
+    `square_kernel` 0, `square_bias` 0): a new layer computes what
+    `keras.layers.Conv{rank}D` with the same `kernel` and `bias` computes,
+    and the quadratic terms grow from there; train it with
+    `keras_quadratic.optimizers.ReLinearOptimizer` so that they grow slowly.
+    The layer has three times the weights of its Conv{rank}D."""
 
-    def __init__(self, filters, kernel_size, *args, **kwargs):
-        super().__init__(1, filters, kernel_size, *args, **kwargs)
+_COMPACT_MATH = """
+        out = activation(conv(x, kernel) + conv(x * x, square_kernel) + bias)
 
+    `kernel` and `bias` are exactly those of `keras.layers.Conv{rank}D`; the
+    default `square_kernel` is 0 (ReLinear), so a new layer computes what
+    `keras.layers.Conv{rank}D` with the same `kernel` and `bias` computes.
+    The layer has twice the kernel weights of its Conv{rank}D and one
+    bias."""
 
-@_register
-class QuadraticConv2D(BaseQuadraticConv):
-    """Quadratic 2D convolution, a drop-in for `keras.layers.Conv2D`.
+_LINEAR_ARGS = """
+        filters: int, the number of output channels.
+        kernel_size: int or tuple of {ints}, the size of the
+            convolution window.
+        strides: int or tuple of {ints}, the stride of the convolution.
+            `strides > 1` cannot be combined with `dilation_rate > 1`.
+        padding: {paddings} (case-insensitive). "valid": no
+            padding; "same": evenly padded so that the output has the
+            input's size when `strides=1`.{causal}
+        data_format: "channels_last" (inputs `(batch, {spatial}, channels)`)
+            or "channels_first" (`(batch, channels, {spatial})`). Defaults
+            to `keras.config.image_data_format()`.
+        dilation_rate: int or tuple of {ints}, the dilation rate.
+        activation: the activation of the output (a name or a callable);
+            none by default.
+        use_bias: whether the layer has `bias`{bias_note}.
+        kernel_initializer: initializer of `kernel`, default
+            "glorot_uniform" (as Conv{rank}D).
+        bias_initializer: initializer of `bias`, default "zeros".
+        kernel_regularizer: regularizer of `kernel`, default none.
+        bias_regularizer: regularizer of `bias`, default none.
+        activity_regularizer: regularizer of the output, default none.
+        kernel_constraint: constraint of `kernel`, default none.
+        bias_constraint: constraint of `bias`, default none."""
 
-    y = act((conv(x, kernel) + bias) * (conv(x, gate_kernel) + gate_bias)
-            + conv(x*x, square_kernel) + square_bias)
+_GATE_ARGS = """
+        gate_kernel_initializer: initializer of `gate_kernel`, default
+            "zeros" (ReLinear).
+        gate_bias_initializer: initializer of `gate_bias`, default "ones"
+            (ReLinear). The gate has its bias also with `use_bias=False`:
+            it is what makes the neuron start as a conventional one.
+        gate_kernel_regularizer: regularizer of `gate_kernel`.
+        gate_bias_regularizer: regularizer of `gate_bias`.
+        gate_kernel_constraint: constraint of `gate_kernel`.
+        gate_bias_constraint: constraint of `gate_bias`."""
 
-    Arguments are those of `keras.layers.Conv2D` (without `groups`) plus,
-    for `gate_kernel`, `gate_bias`, `square_kernel` and `square_bias`, an
-    initializer, a regularizer and a constraint each (the initializers
-    default to ReLinear: 0, 1, 0, 0), and `relinear_regularizer`.
+_SQUARE_ARGS = """
+        square_kernel_initializer: initializer of `square_kernel`, default
+            "zeros" (ReLinear).{square_bias_initializer}
+        square_kernel_regularizer: regularizer of `square_kernel`.{square_bias_regularizer}
+        square_kernel_constraint: constraint of `square_kernel`.{square_bias_constraint}
+        relinear_regularizer: a
+            `keras_quadratic.regularizers.ReLinearRegularizer`, a penalty
+            that pulls the quadratic weights toward the conventional neuron,
+            added to their own regularizers; default none.
+        **kwargs: base layer arguments: `name`, `dtype` (a dtype policy
+            such as "mixed_bfloat16"), `trainable`."""
 
+_SHAPES = """
+    Input shape:
+        {ndim}D tensor: `(batch_size, {spatial}, channels)` if
+        `data_format="channels_last"`, `(batch_size, channels, {spatial})`
+        if "channels_first".
+
+    Output shape:
+        {ndim}D tensor: `(batch_size, {new_spatial}, filters)` if
+        "channels_last", `(batch_size, filters, {new_spatial})` if
+        "channels_first". The new sizes are those of `keras.layers.Conv{rank}D`
+        with the same arguments."""
+
+_EXAMPLE = """
     Example:
 
-        model.add(QuadraticConv2D(32, 3, padding="same", activation="relu"))
-    """
+    >>> import numpy as np
+    >>> import keras
+    >>> import keras_quadratic as kq
+    >>> x = np.random.rand(4, {example_shape}, 3).astype("float32")
+    >>> layer = kq.{name}(8, 3, activation="relu")
+    >>> tuple(layer(x).shape)
+    (4, {output_shape}, 8)
+    >>> model = keras.Sequential([keras.Input(({example_shape}, 3)),
+    ...                           kq.{name}(8, 3, padding="same")])
+    >>> model.output_shape
+    (None, {example_shape}, 8)
+"""
 
-    def __init__(self, filters, kernel_size, *args, **kwargs):
-        super().__init__(2, filters, kernel_size, *args, **kwargs)
+
+def _documented(cls):
+    """Fills in the class docstring of a quadratic convolution."""
+    rank, compact = cls.rank, cls.compact
+    spatial = {1: "steps", 2: "rows, cols", 3: "dim1, dim2, dim3"}[rank]
+    fields = dict(
+        rank=rank, spatial=spatial, ndim=rank + 2, name=cls.__name__,
+        new_spatial=", ".join(f"new_{d}" for d in spatial.split(", ")),
+        paddings='"valid", "same" or "causal"' if rank == 1
+        else '"valid" or "same"',
+        causal='\n            "causal": padded at the start only, so that output `t`'
+        "\n            depends on the inputs up to `t`." if rank == 1 else "",
+        ints="one int" if rank == 1 else f"{rank} ints",
+        bias_note=" (the neuron's one bias)" if compact
+        else " and `square_bias`",
+        example_shape=", ".join(["10"] * rank),
+        output_shape=", ".join(["8"] * rank),
+        square_bias_initializer="" if compact else (
+            '\n        square_bias_initializer: initializer of `square_bias`,'
+            '\n            default "zeros" (ReLinear).'),
+        square_bias_regularizer="" if compact else (
+            "\n        square_bias_regularizer: regularizer of `square_bias`."),
+        square_bias_constraint="" if compact else (
+            "\n        square_bias_constraint: constraint of `square_bias`."),
+    )
+    title = (f"{'Compact quadratic' if compact else 'Quadratic'} {rank}D "
+             f"convolution, a drop-in for `keras.layers.Conv{rank}D`.")
+    cls.__doc__ = (
+        f"{title}\n\n    For an input `x`, each output channel is\n"
+        + (_COMPACT_MATH if compact else _FULL_MATH).format(**fields)
+        + "\n\n    Args:" + _LINEAR_ARGS.format(**fields)
+        + ("" if compact else _GATE_ARGS) + _SQUARE_ARGS.format(**fields)
+        + "\n" + _SHAPES.format(**fields) + "\n" + _EXAMPLE.format(**fields)
+    )
+    return cls
+
+
+# -- the public layers -----------------------------------------------------
+# Explicit signatures, as Keras's own Conv1D/2D/3D: `help()` and IDEs show
+# every argument; the body hands them all to the rank-generic base.
+@_register
+@_documented
+class QuadraticConv1D(BaseQuadraticConv):
+    rank = 1
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        gate_kernel_initializer="zeros",
+        gate_bias_initializer="ones",
+        gate_kernel_regularizer=None,
+        gate_bias_regularizer=None,
+        gate_kernel_constraint=None,
+        gate_bias_constraint=None,
+        square_kernel_initializer="zeros",
+        square_bias_initializer="zeros",
+        square_kernel_regularizer=None,
+        square_bias_regularizer=None,
+        square_kernel_constraint=None,
+        square_bias_constraint=None,
+        relinear_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(rank=1, **_explicit_arguments(locals()))
 
 
 @_register
+@_documented
+class QuadraticConv2D(BaseQuadraticConv):
+    rank = 2
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=(1, 1),
+        padding="valid",
+        data_format=None,
+        dilation_rate=(1, 1),
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        gate_kernel_initializer="zeros",
+        gate_bias_initializer="ones",
+        gate_kernel_regularizer=None,
+        gate_bias_regularizer=None,
+        gate_kernel_constraint=None,
+        gate_bias_constraint=None,
+        square_kernel_initializer="zeros",
+        square_bias_initializer="zeros",
+        square_kernel_regularizer=None,
+        square_bias_regularizer=None,
+        square_kernel_constraint=None,
+        square_bias_constraint=None,
+        relinear_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(rank=2, **_explicit_arguments(locals()))
+
+
+@_register
+@_documented
 class QuadraticConv3D(BaseQuadraticConv):
-    """Quadratic 3D convolution, a drop-in for `keras.layers.Conv3D`."""
+    rank = 3
 
-    def __init__(self, filters, kernel_size, *args, **kwargs):
-        super().__init__(3, filters, kernel_size, *args, **kwargs)
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=(1, 1, 1),
+        padding="valid",
+        data_format=None,
+        dilation_rate=(1, 1, 1),
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        gate_kernel_initializer="zeros",
+        gate_bias_initializer="ones",
+        gate_kernel_regularizer=None,
+        gate_bias_regularizer=None,
+        gate_kernel_constraint=None,
+        gate_bias_constraint=None,
+        square_kernel_initializer="zeros",
+        square_bias_initializer="zeros",
+        square_kernel_regularizer=None,
+        square_bias_regularizer=None,
+        square_kernel_constraint=None,
+        square_bias_constraint=None,
+        relinear_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(rank=3, **_explicit_arguments(locals()))
 
 
 @_register
+@_documented
 class CompactQuadraticConv1D(BaseQuadraticConv):
-    """Compact quadratic 1D convolution, a drop-in for `keras.layers.Conv1D`.
-
-    y = act(conv(x, kernel) + conv(x*x, square_kernel) + bias)
-    """
-
+    rank = 1
     compact = True
 
-    def __init__(self, filters, kernel_size, *args, **kwargs):
-        super().__init__(1, filters, kernel_size, *args, **kwargs)
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        square_kernel_initializer="zeros",
+        square_kernel_regularizer=None,
+        square_kernel_constraint=None,
+        relinear_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(rank=1, **_explicit_arguments(locals()))
 
 
 @_register
+@_documented
 class CompactQuadraticConv2D(BaseQuadraticConv):
-    """Compact quadratic 2D convolution, a drop-in for `keras.layers.Conv2D`.
-
-    y = act(conv(x, kernel) + conv(x*x, square_kernel) + bias)
-
-    Computed as one convolution of [x, x*x] (channels concatenated).
-    """
-
+    rank = 2
     compact = True
 
-    def __init__(self, filters, kernel_size, *args, **kwargs):
-        super().__init__(2, filters, kernel_size, *args, **kwargs)
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=(1, 1),
+        padding="valid",
+        data_format=None,
+        dilation_rate=(1, 1),
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        square_kernel_initializer="zeros",
+        square_kernel_regularizer=None,
+        square_kernel_constraint=None,
+        relinear_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(rank=2, **_explicit_arguments(locals()))
 
 
 @_register
+@_documented
 class CompactQuadraticConv3D(BaseQuadraticConv):
-    """Compact quadratic 3D convolution, a drop-in for `keras.layers.Conv3D`."""
-
+    rank = 3
     compact = True
 
-    def __init__(self, filters, kernel_size, *args, **kwargs):
-        super().__init__(3, filters, kernel_size, *args, **kwargs)
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=(1, 1, 1),
+        padding="valid",
+        data_format=None,
+        dilation_rate=(1, 1, 1),
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        square_kernel_initializer="zeros",
+        square_kernel_regularizer=None,
+        square_kernel_constraint=None,
+        relinear_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(rank=3, **_explicit_arguments(locals()))
