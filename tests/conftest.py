@@ -1,3 +1,9 @@
+# torch first: with two backends in one process it must be imported first.
+try:
+    import torch  # noqa: F401
+except ImportError:
+    pass
+
 import keras
 import numpy as np
 import pytest

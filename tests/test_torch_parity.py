@@ -1,0 +1,147 @@
+"""The training step of keras-quadratic equals the original's PyTorch step.
+
+benchmarks/torch_reference.py is the original network in plain PyTorch
+(its quadratic groups at lr * gamma, torch.optim.SGD's coupled weight decay).
+Given the same weights and batches, two steps of QResNet8 and ResNet8 with
+examples/cifar10.py's recipe (`add_weight_decay` + `ReLinearOptimizer` over
+SGD with momentum) must land on the same weights and batch-norm statistics
+as two steps of the reference, on every backend.
+"""
+
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+
+import keras_quadratic as kq
+
+torch = pytest.importorskip("torch")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..",
+                                "benchmarks"))
+from torch_reference import ResNet  # noqa: E402
+
+LR, MOMENTUM, WEIGHT_DECAY, GAMMA = 0.1, 0.9, 1e-4, 1e-2
+
+
+def _pairs(reference, model):
+    """(torch tensor, keras variable, is a conv kernel) for every weight and
+    batch-norm statistic, matched in network order."""
+    convs = [reference.conv1]
+    norms = [reference.bn1]
+    for block in reference.blocks:
+        convs += [block.conv1, block.conv2]
+        norms += [block.bn1, block.bn2]
+    keras_convs = [layer for layer in model.layers if isinstance(
+        layer, (keras.layers.Conv2D, kq.layers.QuadraticConv2D))]
+    keras_norms = [layer for layer in model.layers
+                   if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(keras_convs) == len(convs) and len(keras_norms) == len(norms)
+    pairs = []
+    for conv, layer in zip(convs, keras_convs):
+        if hasattr(conv, "conv_r"):
+            for part, kernel, bias in (("conv_r", "kernel", "bias"),
+                                       ("conv_g", "gate_kernel", "gate_bias"),
+                                       ("conv_b", "square_kernel",
+                                        "square_bias")):
+                module = getattr(conv, part)
+                pairs += [(module.weight, getattr(layer, kernel), True),
+                          (module.bias, getattr(layer, bias), False)]
+        else:
+            pairs.append((conv.weight, layer.kernel, True))
+    for norm, layer in zip(norms, keras_norms):
+        pairs += [(norm.weight, layer.gamma, False),
+                  (norm.bias, layer.beta, False),
+                  (norm.running_mean, layer.moving_mean, False),
+                  (norm.running_var, layer.moving_variance, False)]
+    classifier = model.get_layer("classifier")
+    pairs += [(reference.linear.weight.T, classifier.kernel, False),
+              (reference.linear.bias, classifier.bias, False)]
+    return pairs
+
+
+def _as_keras(tensor, is_kernel):
+    value = tensor.detach().numpy()
+    # (out, in, h, w) -> (h, w, in, out); copies, never views of torch memory
+    return np.array(value.transpose(2, 3, 1, 0) if is_kernel else value)
+
+
+def _reference_optimizer(reference):
+    """The original's parameter groups: gate and square convolutions at
+    lr * gamma, SGD's weight decay on every parameter."""
+    quadratic = []
+    for module in reference.modules():
+        if hasattr(module, "conv_g"):
+            quadratic += [*module.conv_g.parameters(),
+                          *module.conv_b.parameters()]
+    ids = {id(p) for p in quadratic}
+    groups = [{"params": [p for p in reference.parameters()
+                          if id(p) not in ids]}]
+    if quadratic:
+        groups.append({"params": quadratic, "lr": LR * GAMMA})
+    return torch.optim.SGD(groups, lr=LR, momentum=MOMENTUM,
+                           weight_decay=WEIGHT_DECAY)
+
+
+@pytest.mark.parametrize("neuron", ["quadratic", "linear"])
+def test_two_training_steps_equal_the_pytorch_reference(neuron):
+    torch.manual_seed(0)
+    reference = ResNet(8, neuron)
+    # Non-zero gate and square weights, so that every term of the neuron
+    # and of its gradients counts (ReLinear starts them at 0).
+    with torch.no_grad():
+        for module in reference.modules():
+            if hasattr(module, "conv_g"):
+                for part in (module.conv_g, module.conv_b):
+                    part.weight.normal_(0.0, 0.05)
+                    part.bias.normal_(0.0, 0.05)
+                module.conv_g.bias.add_(1.0)
+    model = kq.models.QResNet(8, neuron, input_shape=(16, 16, 3))
+    pairs = _pairs(reference, model)
+    for tensor, variable, is_kernel in pairs:
+        variable.assign(_as_keras(tensor, is_kernel))
+
+    kq.regularizers.add_weight_decay(model, WEIGHT_DECAY)
+    optimizer = keras.optimizers.SGD(LR, momentum=MOMENTUM)
+    if neuron == "quadratic":
+        optimizer = kq.optimizers.ReLinearOptimizer(optimizer, GAMMA, GAMMA)
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    reference_optimizer = _reference_optimizer(reference)
+
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        x = rng.standard_normal((8, 16, 16, 3)).astype("float32")
+        y = rng.integers(0, 10, 8)
+        reference_optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(
+            reference(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())),
+            torch.from_numpy(y))
+        loss.backward()
+        penalty = sum(float((p.detach() ** 2).sum())
+                      for p in reference.parameters())
+        reference_optimizer.step()
+        keras_loss = float(model.train_on_batch(x, y.astype("int32")))
+        # Keras's loss includes the decay's penalty (wd / 2) * sum(w^2);
+        # the reference's quadratic weights are decayed too, ours are not.
+        if neuron == "linear":
+            np.testing.assert_allclose(
+                keras_loss, float(loss) + WEIGHT_DECAY / 2 * penalty,
+                rtol=1e-4)
+
+    moved = 0
+    for tensor, variable, is_kernel in pairs:
+        expected = _as_keras(tensor, is_kernel)
+        scale = max(float(np.abs(expected).max()), 1e-3)
+        # PyTorch's running_var takes the unbiased batch variance (x n/(n-1)
+        # with n = batch x height x width: 128 values per channel in the
+        # last stage here, 8192 for CIFAR at batch 128), Keras's the biased
+        # one: up to 1% apart here. A wrong momentum would be 10x that.
+        tolerance = 1.5e-2 if "moving_variance" in variable.path else 2e-4
+        np.testing.assert_allclose(
+            to_numpy(variable) / scale, expected / scale, atol=tolerance,
+            err_msg=variable.path)
+        moved += 1
+    assert moved == len(pairs)
