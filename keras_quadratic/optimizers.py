@@ -94,6 +94,19 @@ def _built_on(optimizer, variables):
 class ReLinearOptimizer(keras.optimizers.Optimizer):
     """Wraps `optimizer` so that the quadratic weights take shrunk steps.
 
+    For each trainable variable `w` with the wrapped optimizer's step
+    `w_new - w_old` (its learning rate, momentum, clipping and decay):
+
+        w = w_old + gamma_g * (w_new - w_old)   for gate_kernel, gate_bias
+        w = w_old + gamma_b * (w_new - w_old)   for square_kernel, square_bias
+        w = w_new                               for every other weight
+
+    The quadratic layers tag the variables they create, so the groups are
+    found by what a weight is, never by its name. For SGD this equals
+    ReLinear's separate learning rates (lr * gamma), and it keeps its
+    meaning for adaptive optimizers such as Adam, whose steps do not scale
+    with the gradient.
+
     Args:
         optimizer: any `keras.optimizers.Optimizer` instance (SGD, Adam,
             AdamW, ...). Its learning rate (or schedule), weight decay,
@@ -104,6 +117,8 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
             main rate in the paper's ReZero script (1e-3 / 0.1). 0 freezes
             the quadratic weights (a conventional network); 1 is plain
             training.
+        name: the optimizer's name; default "re_linear_optimizer" (from
+            the class name, as Keras names optimizers).
 
     Weight decay: the wrapped optimizer's `weight_decay` is not applied to
     the quadratic weights, since decaying `gate_bias` toward 0 would move
@@ -120,6 +135,20 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
     `use_ema` moving averages and the variables' constraints see the shrunk
     values. An optimizer can be wrapped once; one already built must have
     been built on the model's trainable variables.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras
+    >>> import keras_quadratic as kq
+    >>> model = keras.Sequential([keras.Input((4,)), kq.QuadraticDense(8),
+    ...                           keras.layers.Dense(1)])
+    >>> optimizer = kq.optimizers.ReLinearOptimizer(
+    ...     keras.optimizers.SGD(0.1, momentum=0.9), gamma_g=1e-2,
+    ...     gamma_b=1e-2)
+    >>> model.compile(optimizer, "mse")
+    >>> history = model.fit(np.random.rand(16, 4), np.random.rand(16, 1),
+    ...                     verbose=0)
     """
 
     def __init__(self, optimizer, gamma_g=1e-2, gamma_b=1e-2, name=None,

@@ -187,9 +187,12 @@ def quadratize(model, neuron="quadratic", layers=None):
                                          recursive=True)
     for old, new, converted in pairs:
         if converted:
-            new.kernel.assign(old.kernel)
+            # Copies: on JAX, assigning the variable itself would share its
+            # buffer, which the new model's compiled steps may donate (the
+            # original model then fails with "Array has been deleted").
+            new.kernel.assign(keras.ops.convert_to_numpy(old.kernel))
             if old.use_bias:
-                new.bias.assign(old.bias)
+                new.bias.assign(keras.ops.convert_to_numpy(old.bias))
         else:
             new.set_weights(old.get_weights())
         new.trainable = old.trainable

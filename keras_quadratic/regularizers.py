@@ -54,14 +54,38 @@ class _DistancePenalty(keras.regularizers.Regularizer):
     package="keras_quadratic", name="ReLinearRegularizer"
 )
 class ReLinearRegularizer:
-    """ReLinear regularizer for quadratic layers (`relinear_regularizer=`).
+    """ReLinear's penalty on the quadratic weights (`relinear_regularizer=`).
+
+    Pulls each quadratic weight toward its value in a conventional neuron
+    (`gate_bias` toward 1, the others toward 0). With r that reference:
+
+        penalty = gate_l1 * sum|w_g - r| + gate_l2 * sum (w_g - r)^2
+                  + square_l1 * sum|w_b| + square_l2 * sum w_b^2
+
+    summed over `gate_kernel`, `gate_bias` (w_g) and `square_kernel`,
+    `square_bias` (w_b) of each layer that has it. It is 0 at the ReLinear
+    initialization. Pass it to a quadratic layer (or to
+    `kq.models.QResNet`); it adds to the layer's own weight regularizers.
 
     Args:
-        gate_l1, gate_l2: L1 and L2 coefficients of the gate group
-            (`gate_kernel` toward 0, `gate_bias` toward 1); the paper's
-            alpha_g and beta_g.
-        square_l1, square_l2: the same for the square group (`square_kernel`,
-            `square_bias` toward 0); alpha_b and beta_b.
+        gate_l1: L1 coefficient of the gate group (the paper's alpha_g).
+        gate_l2: L2 coefficient of the gate group (beta_g).
+        square_l1: L1 coefficient of the square group (alpha_b).
+        square_l2: L2 coefficient of the square group (beta_b).
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_quadratic as kq
+    >>> layer = kq.QuadraticDense(
+    ...     2, relinear_regularizer=kq.regularizers.ReLinearRegularizer(
+    ...         gate_l2=0.5))
+    >>> y = layer(np.ones((1, 3), "float32"))
+    >>> float(sum(layer.losses))  # 0 at the ReLinear initialization
+    0.0
+    >>> _ = layer.gate_bias.assign(np.array([2.0, 1.0], "float32"))
+    >>> float(sum(layer.losses))  # 0.5 * (2 - 1)^2
+    0.5
     """
 
     def __init__(self, gate_l1=0.0, gate_l2=0.0, square_l1=0.0, square_l2=0.0):

@@ -58,6 +58,29 @@ def test_sequential_output_equality_and_input_untouched():
         np.testing.assert_array_equal(to_numpy(w), b)
 
 
+def test_both_models_keep_working_after_the_other_is_used():
+    # The converted layers must hold copies: on JAX, a shared buffer was
+    # donated by one model's compiled step and deleted under the other
+    # ("Array has been deleted").
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4),
+                              keras.layers.Dense(1)])
+    x, y = random((8, 6)), random((8, 1), 1)
+    q = quadratize(model)
+    before = [to_numpy(w) for w in model.weights]
+    for first, second in ((model, q), (q, model)):
+        first.predict(x, verbose=0)
+        second.predict(x, verbose=0)
+    q.compile(keras.optimizers.SGD(0.1), "mse")
+    q.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    np.testing.assert_allclose(model.predict(x, verbose=0),
+                               to_numpy(model(x)), rtol=1e-5, atol=1e-6)
+    for w, b in zip(model.weights, before):
+        np.testing.assert_array_equal(to_numpy(w), b)
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    q.predict(x, verbose=0)
+
+
 def test_functional_with_residual_shared_and_batchnorm():
     model = _functional()
     x = random((8, 8, 8, 3))

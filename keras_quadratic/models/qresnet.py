@@ -101,6 +101,20 @@ def QResNet(
 ):
     """Returns a CIFAR ResNet (He et al. 2016) with quadratic convolutions.
 
+    Depth 6n+2: a 3x3 stem convolution (16 filters), three stages of n
+    basic blocks (16, 32, 64 filters, the 2nd and 3rd starting with stride
+    2), global average pooling and a dense classifier (logits). Each block
+    computes
+
+        out = relu(shortcut(x) + alpha * bn(qconv(relu(bn(qconv(x))))))
+
+    with `qconv` a `QuadraticConv2D` (He-normal `kernel`, ReLinear
+    initialization for the rest), alpha a learnable scalar from 0 with
+    `rezero=True` (else 1), and batch normalization with PyTorch's momentum
+    and epsilon, as in the original experiments. Stem and classifier stay
+    linear. Trainable parameters: QResNet20 806,266, ResNet20
+    (`neuron="linear"`) 269,722, as the original code.
+
     Args:
         depth: 6n+2 (20, 32, 44, 56, 110, 1202, ...).
         neuron: "quadratic" (full neuron), "compact", or "linear" (plain
@@ -114,8 +128,28 @@ def QResNet(
             "projection" (1x1 convolution + batch normalization).
         data_format: "channels_last" or "channels_first"; defaults to
             `keras.config.image_data_format()`.
-        relinear_regularizer: a `keras_quadratic.regularizers.ReLinearRegularizer` for
-            every quadratic convolution.
+        relinear_regularizer: a
+            `keras_quadratic.regularizers.ReLinearRegularizer` for every
+            quadratic convolution.
+        name: the model's name; default "QResNet<depth>" (or
+            "CompactQResNet<depth>", "ResNet<depth>").
+
+    Returns:
+        A functional `keras.Model` from images to logits.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras
+    >>> import keras_quadratic as kq
+    >>> model = kq.models.QResNet(depth=8)
+    >>> model.output_shape
+    (None, 10)
+    >>> model.compile(
+    ...     kq.optimizers.ReLinearOptimizer(keras.optimizers.SGD(0.1)),
+    ...     keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> x = np.random.rand(4, 32, 32, 3).astype("float32")
+    >>> history = model.fit(x, np.arange(4), verbose=0)
     """
     if neuron not in NEURONS:
         raise ValueError(
