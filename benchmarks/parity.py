@@ -20,7 +20,9 @@ with the same augmentation in NumPy and literally the same batches for
 both (one seeded generator each), the Keras side in a process of its own
 with the example's model and optimizer (`cifar10.build_and_compile`):
 
-    KERAS_BACKEND=jax python benchmarks/parity.py --npz subset.npz --seeds 0 1 2
+    python benchmarks/parity.py --npz subset.npz --backend jax --seeds 0 1 2
+
+`--backend` defaults to $KERAS_BACKEND, else tensorflow.
 """
 
 import argparse
@@ -43,30 +45,31 @@ class NumpyBatches:
     and crops, so two consumers with one seed see the same batches."""
 
     def __init__(self, x, y, batch_size, training, data_format, seed):
-        import numpy as np
-
         self.x, self.y = x, y.astype("int64")
         self.batch_size, self.training = batch_size, training
         self.data_format = data_format
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.steps = (len(x) // batch_size if training
                       else -(-len(x) // batch_size))
 
-    def epoch(self):
+    def epoch(self, number=0):
+        """The batches of epoch `number` (its own generator: the same
+        whenever asked)."""
         import numpy as np
 
         from cifar10 import MEAN
         from cifar10 import STD
 
-        order = (self.rng.permutation(len(self.x)) if self.training
+        rng = np.random.default_rng([self.seed, number])
+        order = (rng.permutation(len(self.x)) if self.training
                  else np.arange(len(self.x)))
         for step in range(self.steps):
             index = order[step * self.batch_size:(step + 1) * self.batch_size]
             images = self.x[index]
             if self.training:
                 padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
-                offsets = self.rng.integers(0, 9, (len(index), 2))
-                flips = self.rng.random(len(index)) < 0.5
+                offsets = rng.integers(0, 9, (len(index), 2))
+                flips = rng.random(len(index)) < 0.5
                 images = np.stack([
                     padded[i, r:r + 32, c:c + 32][:, ::-1 if f else 1]
                     for i, (r, c), f in zip(range(len(index)), offsets,
@@ -96,6 +99,7 @@ def torch_run(args, neuron):
     import torch.nn.functional as F
 
     from torch_reference import ResNet
+    from torch_reference import reference_optimizer
 
     torch.manual_seed(args.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -103,7 +107,7 @@ def torch_run(args, neuron):
     if args.npz:
         train_ds, test_ds = load_npz(args, "channels_first", args.seed)
         size = train_ds.steps * args.batch_size
-        epoch_of = lambda data: data.epoch()  # noqa: E731
+        epoch_of = lambda data, number: data.epoch(number)  # noqa: E731
     else:
         import tensorflow as tf
 
@@ -120,23 +124,11 @@ def torch_run(args, neuron):
                                     "channels_first", args.seed)
         test_ds = cifar10.pipeline(test, args.batch_size, False,
                                    "channels_first", args.seed)
-        epoch_of = lambda data: (  # noqa: E731
+        epoch_of = lambda data, number: (  # noqa: E731
             (x.numpy(), y.numpy()) for x, y in data)
     model = ResNet(args.depth, neuron).to(device)
-    quadratic = {"g": [], "b": []}
-    linear = []
-    for module in model.modules():  # by module type, not by name
-        if hasattr(module, "conv_g"):
-            quadratic["g"] += list(module.conv_g.parameters())
-            quadratic["b"] += list(module.conv_b.parameters())
-    quadratic_ids = {id(p) for group in quadratic.values() for p in group}
-    linear = [p for p in model.parameters() if id(p) not in quadratic_ids]
-    groups = [{"params": linear}]
-    if quadratic["g"]:
-        groups += [{"params": quadratic["g"], "lr": args.lr * args.gamma},
-                   {"params": quadratic["b"], "lr": args.lr * args.gamma}]
-    optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=0.9,
-                                weight_decay=args.weight_decay)
+    optimizer = reference_optimizer(model, args.lr, args.gamma, 0.9,
+                                    args.weight_decay)
     del size
     milestones = [int(args.epochs * f) for f in (0.5, 0.75)]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones,
@@ -145,7 +137,7 @@ def torch_run(args, neuron):
     for epoch in range(args.epochs):
         model.train()
         start = time.perf_counter()
-        for x, y in epoch_of(train_ds):
+        for x, y in epoch_of(train_ds, epoch):
             x = torch.from_numpy(x).to(device)
             y = torch.from_numpy(y.astype(np.int64)).to(device)
             optimizer.zero_grad(set_to_none=True)
@@ -155,7 +147,7 @@ def torch_run(args, neuron):
         model.eval()
         correct = total = 0
         with torch.no_grad():
-            for x, y in epoch_of(test_ds):
+            for x, y in epoch_of(test_ds, 0):
                 logits = model(torch.from_numpy(x).to(device))
                 correct += int((logits.argmax(1).cpu().numpy() == y).sum())
                 total += len(y)
@@ -166,27 +158,39 @@ def torch_run(args, neuron):
     return accuracies
 
 
+def keras_batches(source):
+    """`source`'s batches for `model.fit`: a PyDataset and the callback
+    that gives it epoch e's batches when epoch e begins (Keras reads a
+    batch to build the model and calls `PyDataset.on_epoch_end` at odd
+    times, so the epoch number comes from the callback). Fit with
+    `shuffle=False`."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.batches = list(source.epoch(0))
+
+        def __len__(self):
+            return source.steps
+
+        def __getitem__(self, index):
+            return self.batches[index]
+
+    class EpochBatches(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            dataset.batches = list(source.epoch(epoch))
+
+    dataset = Batches()
+    return dataset, EpochBatches()
+
+
 def keras_npz_run(args, neuron):
     """The example's model and optimizer (cifar10.build_and_compile) with
     `model.fit` on the in-memory batches; test accuracy after each epoch."""
     import keras
 
     import cifar10
-
-    class Batches(keras.utils.PyDataset):
-        def __init__(self, source):
-            super().__init__()
-            self.source, self.batches = source, list(source.epoch())
-
-        def __len__(self):
-            return self.source.steps
-
-        def __getitem__(self, index):
-            return self.batches[index]
-
-        def on_epoch_end(self):
-            if self.source.training:  # the next epoch's order and crops
-                self.batches = list(self.source.epoch())
 
     keras.utils.set_random_seed(args.seed)
     data_format = keras.config.image_data_format()
@@ -198,8 +202,11 @@ def keras_npz_run(args, neuron):
         str(args.weight_decay), "--gamma-g", str(args.gamma), "--gamma-b",
         str(args.gamma), "--seed", str(args.seed)])
     model = cifar10.build_and_compile(recipe, train.steps, 10, data_format)
-    history = model.fit(Batches(train), epochs=args.epochs,
-                        validation_data=Batches(test), verbose=2)
+    train_batches, callback = keras_batches(train)
+    test_batches, _ = keras_batches(test)
+    history = model.fit(train_batches, epochs=args.epochs, shuffle=False,
+                        validation_data=test_batches, callbacks=[callback],
+                        verbose=2)
     return [float(a) for a in history.history["val_accuracy"]]
 
 
@@ -260,7 +267,8 @@ def main(argv=None):
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--gamma", type=float, default=1e-2)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--backend", default="tensorflow",
+    p.add_argument("--backend",
+                   default=os.environ.get("KERAS_BACKEND", "tensorflow"),
                    choices=("tensorflow", "jax", "torch"))
     p.add_argument("--neurons", nargs="+", default=["quadratic", "linear"],
                    choices=("quadratic", "linear"))

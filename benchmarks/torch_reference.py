@@ -86,6 +86,29 @@ class ResNet(nn.Module):
         return self.linear(out)
 
 
+def reference_optimizer(model, lr=0.1, gamma=None, momentum=0.9,
+                        weight_decay=1e-4, decay_quadratic=True):
+    """The original's torch.optim.SGD: weight decay added to the gradient;
+    with `gamma`, the gate and square convolutions (found by module type,
+    not by name) in a group of their own at lr * gamma, as its ReLinear
+    scripts; `decay_quadratic=False` leaves that group undecayed, as
+    keras-quadratic does."""
+    quadratic = []
+    if gamma is not None:
+        for module in model.modules():
+            if isinstance(module, QuadraticConv):
+                quadratic += [*module.conv_g.parameters(),
+                              *module.conv_b.parameters()]
+    ids = {id(p) for p in quadratic}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ids]}]
+    if quadratic:
+        groups.append({"params": quadratic, "lr": lr * gamma,
+                       "weight_decay": weight_decay if decay_quadratic
+                       else 0.0})
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum,
+                           weight_decay=weight_decay)
+
+
 def training_step(depth, neuron, batch, dtype="float32", device="cpu",
                   channels_last=False):
     """The original training step on random data: (step, model). `step()`
@@ -94,8 +117,7 @@ def training_step(depth, neuron, batch, dtype="float32", device="cpu",
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = ResNet(depth, neuron).to(device, memory_format=fmt)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
-                                weight_decay=1e-4)
+    optimizer = reference_optimizer(model)
     x = torch.randn(batch, 3, 32, 32, device=device).to(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=device)
     autocast = torch.autocast(device, dtype=torch.bfloat16,

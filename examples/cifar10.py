@@ -1,6 +1,6 @@
 """Train a quadratic ResNet on CIFAR-10 (or CIFAR-100) with ReLinear.
 
-    KERAS_BACKEND=jax python examples/cifar10.py --download
+    KERAS_BACKEND=jax python examples/cifar10.py
 
 The defaults reproduce the original recipe: QResNet20, ReLinear
 initialization, SGD with momentum 0.9 and weight decay 1e-4 as PyTorch
@@ -22,6 +22,11 @@ import time
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+# Where tfds downloads these datasets from (its builders' URLs): probed
+# before a download, so that an offline machine gets a clear error in
+# seconds rather than tfds's retries.
+DOWNLOAD_HOSTS = {"cifar10": "www.cs.toronto.edu",
+                  "cifar100": "www.cs.toronto.edu"}
 
 
 def add_data_args(p):
@@ -29,8 +34,11 @@ def add_data_args(p):
     p.add_argument("--dataset", choices=sorted(NUM_CLASSES), default="cifar10")
     p.add_argument("--data-dir", default=None,
                    help="tfds data dir holding the prepared dataset")
-    p.add_argument("--download", action="store_true",
-                   help="let tfds download and prepare the dataset")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction,
+                   default=True,
+                   help="download and prepare the dataset with tfds on first "
+                   "use, into --data-dir or tfds's default data dir "
+                   "(default); --no-download: fail instead")
     p.add_argument("--train-split", default="train")
     p.add_argument("--test-split", default="test")
     p.add_argument("--mock-data", action="store_true",
@@ -99,6 +107,37 @@ def fail(message):
     raise SystemExit(2)
 
 
+def download_server_answers(dataset, timeout=10.0):
+    """True if the server tfds downloads `dataset` from (or the HTTPS proxy,
+    when one is set) accepts a connection within `timeout` seconds; else
+    "host:port", for the error message."""
+    import socket
+    import threading
+    import urllib.parse
+
+    proxy = os.environ.get("https_proxy") or os.environ.get("HTTPS_PROXY")
+    if proxy:
+        parsed = urllib.parse.urlsplit(proxy if "://" in proxy
+                                       else f"http://{proxy}")
+        host, port = parsed.hostname, parsed.port or 80
+    else:
+        host, port = DOWNLOAD_HOSTS[dataset], 443
+    answered = []
+
+    def probe():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            answered.append(True)
+        except OSError:
+            pass
+
+    # In a thread: name resolution has no timeout of its own.
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    return True if answered else f"{host}:{port}"
+
+
 def load_splits(args):
     """The train and test splits as tf.data datasets of (uint8 image, label),
     and the number of training examples."""
@@ -119,19 +158,25 @@ def load_splits(args):
         return train, test, args.mock_examples
     builder = tfds.builder(args.dataset, data_dir=args.data_dir)
     if not builder.is_prepared():
+        where = (builder.data_dir if args.data_dir
+                 else "the default tfds data dir")
+        alternatives = ("Pass --data-dir DIR with a tfds data dir where it is "
+                        "prepared, or --mock-data to run on random images.")
         if not args.download:
-            fail(
-                f"the tfds dataset '{args.dataset}' is not prepared in "
-                f"{builder.data_dir if args.data_dir else 'the default tfds data dir'}"
-                ". Pass --data-dir DIR pointing at a tfds data dir where it "
-                "is prepared, --download to let tfds fetch it, or "
-                "--mock-data to run on random data."
-            )
+            fail(f"the tfds dataset '{args.dataset}' is not prepared in "
+                 f"{where} and --no-download was given. {alternatives}")
+        server = download_server_answers(args.dataset)
+        if server is not True:
+            fail(f"the tfds dataset '{args.dataset}' is not prepared in "
+                 f"{where}, and it cannot be downloaded: {server} did not "
+                 f"answer (offline?). {alternatives}")
+        print(f"Downloading and preparing '{args.dataset}' with tfds (once; "
+              f"about 170 MB) into {builder.data_dir}", flush=True)
         try:
             builder.download_and_prepare()
         except Exception as error:  # network or disk: say it plainly
-            fail(f"could not download '{args.dataset}' ({error}). Pass "
-                 "--data-dir with a prepared tfds data dir, or --mock-data.")
+            fail(f"could not download '{args.dataset}' ({error}). "
+                 f"{alternatives}")
     try:
         train = builder.as_dataset(split=args.train_split, as_supervised=True)
         test = builder.as_dataset(split=args.test_split, as_supervised=True)

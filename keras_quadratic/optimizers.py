@@ -165,7 +165,7 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
             raise TypeError(
                 "ReLinearOptimizer: wrap the plain optimizer and let "
                 "`model.compile(auto_scale_loss=True)` add loss scaling "
-                "around ReLinear."
+                "around ReLinearOptimizer."
             )
         if kwargs:
             raise TypeError(

@@ -67,12 +67,48 @@ def test_resume_after_interruption(tmp_path):
     assert not os.path.exists(os.path.join(out, "backup"))
 
 
-def test_offline_without_data_gives_a_short_message(tmp_path):
-    result = run_example("cifar10", ["--data-dir", str(tmp_path / "empty"),
-                                     "--epochs", "1"], timeout=300)
+def _closed_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_offline_first_run_fails_fast_with_what_to_do(tmp_path):
+    # Downloading is the default; here the way out (an HTTPS proxy on a
+    # closed port) does not answer, as on a machine without network.
+    import time
+
+    start = time.time()
+    result = run_example(
+        "cifar10", ["--data-dir", str(tmp_path / "empty"), "--epochs", "1"],
+        env={"https_proxy": f"http://127.0.0.1:{_closed_port()}"},
+        timeout=300)
+    assert time.time() - start < 30
     assert result.returncode == 2
+    assert "cannot be downloaded" in result.stderr
     assert "--mock-data" in result.stderr and "--data-dir" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_no_download_fails_at_once(tmp_path):
+    result = run_example("cifar10", ["--data-dir", str(tmp_path / "empty"),
+                                      "--no-download"], timeout=300)
+    assert result.returncode == 2
+    assert "--no-download" in result.stderr
+    assert "--mock-data" in result.stderr and "--data-dir" in result.stderr
+
+
+def test_download_server_probe_times_out(monkeypatch):
+    import time
+
+    # TEST-NET-1 (RFC 5737): routed nowhere, a connection never completes
+    monkeypatch.setenv("https_proxy", "http://192.0.2.1:3128")
+    start = time.time()
+    answer = cifar10.download_server_answers("cifar10", timeout=1.0)
+    assert answer == "192.0.2.1:3128"
+    assert time.time() - start < 5
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax",

@@ -380,3 +380,15 @@ def test_dense_passes_the_mask_on_as_keras_dense(cls):
     padded = to_numpy(model(np.array([[3, 5, 2, 0, 0]])))
     prefix = to_numpy(model(np.array([[3, 5, 2]])))
     np.testing.assert_allclose(padded, prefix, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [kq.CompactQuadraticConv2D,
+                                 kq.CompactQuadraticDense])
+def test_compact_layers_refuse_the_full_neurons_arguments(cls):
+    # The compact neuron has no gate and one bias: these are not silently
+    # dropped.
+    args = (4, 3) if cls is kq.CompactQuadraticConv2D else (4,)
+    with pytest.raises(TypeError, match="gate_kernel_initializer"):
+        cls(*args, gate_kernel_initializer="ones")
+    with pytest.raises(TypeError, match="square_bias_regularizer"):
+        cls(*args, square_bias_regularizer="l2")

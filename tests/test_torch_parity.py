@@ -1,11 +1,13 @@
 """The training step of keras-quadratic equals the original's PyTorch step.
 
-benchmarks/torch_reference.py is the original network in plain PyTorch
-(its quadratic groups at lr * gamma, torch.optim.SGD's coupled weight decay).
-Given the same weights and batches, two steps of QResNet8 and ResNet8 with
-examples/cifar10.py's recipe (`add_weight_decay` + `ReLinearOptimizer` over
-SGD with momentum) must land on the same weights and batch-norm statistics
-as two steps of the reference, on every backend.
+benchmarks/torch_reference.py is the original network in plain PyTorch and
+`reference_optimizer` its torch.optim.SGD (quadratic group at lr * gamma,
+weight decay added to the gradient). Given the same weights and batches,
+two steps of QResNet8 and ResNet8 with examples/cifar10.py's recipe
+(`add_weight_decay` + `ReLinearOptimizer` over SGD with momentum) must land
+on the same weights and batch-norm statistics as two steps of the
+reference, on every backend. The one documented difference, the
+original's decay of the quadratic weights, is left out of the reference.
 """
 
 import os
@@ -22,8 +24,11 @@ torch = pytest.importorskip("torch")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..",
                                 "benchmarks"))
 from torch_reference import ResNet  # noqa: E402
+from torch_reference import reference_optimizer  # noqa: E402
 
-LR, MOMENTUM, WEIGHT_DECAY, GAMMA = 0.1, 0.9, 1e-4, 1e-2
+# A weight decay 500x the recipe's, so that a missing or misplaced decay is
+# far outside the tolerance over two steps.
+LR, MOMENTUM, WEIGHT_DECAY, GAMMA = 0.1, 0.9, 5e-2, 1e-2
 
 
 def _pairs(reference, model):
@@ -68,23 +73,6 @@ def _as_keras(tensor, is_kernel):
     return np.array(value.transpose(2, 3, 1, 0) if is_kernel else value)
 
 
-def _reference_optimizer(reference):
-    """The original's parameter groups: gate and square convolutions at
-    lr * gamma, SGD's weight decay on every parameter."""
-    quadratic = []
-    for module in reference.modules():
-        if hasattr(module, "conv_g"):
-            quadratic += [*module.conv_g.parameters(),
-                          *module.conv_b.parameters()]
-    ids = {id(p) for p in quadratic}
-    groups = [{"params": [p for p in reference.parameters()
-                          if id(p) not in ids]}]
-    if quadratic:
-        groups.append({"params": quadratic, "lr": LR * GAMMA})
-    return torch.optim.SGD(groups, lr=LR, momentum=MOMENTUM,
-                           weight_decay=WEIGHT_DECAY)
-
-
 @pytest.mark.parametrize("neuron", ["quadratic", "linear"])
 def test_two_training_steps_equal_the_pytorch_reference(neuron):
     torch.manual_seed(0)
@@ -100,8 +88,9 @@ def test_two_training_steps_equal_the_pytorch_reference(neuron):
                 module.conv_g.bias.add_(1.0)
     model = kq.models.QResNet(8, neuron, input_shape=(16, 16, 3))
     pairs = _pairs(reference, model)
-    for tensor, variable, is_kernel in pairs:
-        variable.assign(_as_keras(tensor, is_kernel))
+    initial = [_as_keras(tensor, is_kernel) for tensor, _, is_kernel in pairs]
+    for (_, variable, _), value in zip(pairs, initial):
+        variable.assign(value)
 
     kq.regularizers.add_weight_decay(model, WEIGHT_DECAY)
     optimizer = keras.optimizers.SGD(LR, momentum=MOMENTUM)
@@ -109,20 +98,24 @@ def test_two_training_steps_equal_the_pytorch_reference(neuron):
         optimizer = kq.optimizers.ReLinearOptimizer(optimizer, GAMMA, GAMMA)
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(
         from_logits=True))
-    reference_optimizer = _reference_optimizer(reference)
+    # The original's parameter groups; its decay of the quadratic group
+    # is the one documented difference (keras-quadratic leaves the
+    # quadratic weights to the ReLinear regularizer), so left out here.
+    optimizer_of_reference = reference_optimizer(
+        reference, LR, GAMMA, MOMENTUM, WEIGHT_DECAY, decay_quadratic=False)
 
     rng = np.random.default_rng(0)
     for _ in range(2):
         x = rng.standard_normal((8, 16, 16, 3)).astype("float32")
         y = rng.integers(0, 10, 8)
-        reference_optimizer.zero_grad()
+        optimizer_of_reference.zero_grad()
         loss = torch.nn.functional.cross_entropy(
             reference(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())),
             torch.from_numpy(y))
         loss.backward()
         penalty = sum(float((p.detach() ** 2).sum())
-                      for p in reference.parameters())
-        reference_optimizer.step()
+                      for p in reference.parameters())  # before the step
+        optimizer_of_reference.step()
         keras_loss = float(model.train_on_batch(x, y.astype("int32")))
         # Keras's loss includes the decay's penalty (wd / 2) * sum(w^2);
         # the reference's quadratic weights are decayed too, ours are not.
@@ -131,8 +124,7 @@ def test_two_training_steps_equal_the_pytorch_reference(neuron):
                 keras_loss, float(loss) + WEIGHT_DECAY / 2 * penalty,
                 rtol=1e-4)
 
-    moved = 0
-    for tensor, variable, is_kernel in pairs:
+    for (tensor, variable, is_kernel), start in zip(pairs, initial):
         expected = _as_keras(tensor, is_kernel)
         scale = max(float(np.abs(expected).max()), 1e-3)
         # PyTorch's running_var takes the unbiased batch variance (x n/(n-1)
@@ -143,5 +135,9 @@ def test_two_training_steps_equal_the_pytorch_reference(neuron):
         np.testing.assert_allclose(
             to_numpy(variable) / scale, expected / scale, atol=tolerance,
             err_msg=variable.path)
-        moved += 1
-    assert moved == len(pairs)
+        # and the step is far larger than the tolerance, so the check bites
+        # (kernels, batch-norm scales and offsets; biases before a batch
+        # norm barely move, and the quadratic weights move at gamma)
+        if variable.path.endswith(("/kernel", "/gamma", "/beta")):
+            assert np.abs(expected - start).max() / scale > 10 * tolerance, (
+                variable.path)

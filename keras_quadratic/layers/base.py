@@ -70,7 +70,14 @@ def _explicit_arguments(local_variables):
         key: value for key, value in local_variables.items()
         if key not in ("self", "__class__", "kwargs")
     }
-    arguments.update(local_variables.get("kwargs", {}))
+    extra = local_variables.get("kwargs", {})
+    layer = type(local_variables["self"])
+    unknown = sorted(key for key in extra if key in FULL_ONLY_ARGUMENTS)
+    if layer.compact and unknown:
+        raise TypeError(
+            f"{layer.__name__}: the compact neuron has no gate and one bias; "
+            f"unexpected arguments {unknown}.")
+    arguments.update(extra)
     return arguments
 
 

@@ -200,7 +200,7 @@ _FULL_MATH = """
     `keras.layers.Conv{rank}D` with the same `kernel` and `bias` computes,
     and the quadratic terms grow from there; train it with
     `keras_quadratic.optimizers.ReLinearOptimizer` so that they grow slowly.
-    The layer has three times the weights of its Conv{rank}D."""
+    With biases, the layer has three times the weights of its Conv{rank}D."""
 
 _COMPACT_MATH = """
         out = activation(conv(x, kernel) + conv(x * x, square_kernel) + bias)
