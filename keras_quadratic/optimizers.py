@@ -161,6 +161,13 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
                 "keras.optimizers.Optimizer instance (e.g. "
                 f"keras.optimizers.SGD(0.1)). Received: {optimizer!r}"
             )
+        multi = getattr(keras.optimizers, "MultiOptimizer", ())
+        if multi and isinstance(optimizer, multi):
+            raise TypeError(
+                "ReLinearOptimizer: a MultiOptimizer updates the weights "
+                "through its sub-optimizers, where the steps of the "
+                "quadratic weights would not be shrunk. Wrap a single "
+                "optimizer (e.g. keras.optimizers.SGD(0.1)).")
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             raise TypeError(
                 "ReLinearOptimizer: wrap the plain optimizer and let "

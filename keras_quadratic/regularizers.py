@@ -126,6 +126,9 @@ class ReLinearRegularizer:
 ReLinear = ReLinearRegularizer
 
 
+_OWN_REGULARIZER = "_keras_quadratic_regularizer_before_decay"
+
+
 def add_weight_decay(model, weight_decay):
     """Adds PyTorch-style (coupled) weight decay to a built model's
     conventional weights.
@@ -141,7 +144,8 @@ def add_weight_decay(model, weight_decay):
     ReLinear code decayed. The quadratic weights are left to the ReLinear
     regularizer, which pulls them toward the conventional neuron
     (`gate_bias` toward 1, where decay would pull it toward 0). A weight
-    that already has a regularizer keeps it, with the decay added.
+    that already has a regularizer keeps it, with the decay added. Calling
+    it again replaces the decay (0 removes it); it never stacks.
 
     Keras's own `weight_decay=` optimizer argument is decoupled
     (`w -= lr * wd * w`, outside momentum): at momentum 0.9 the coupled
@@ -173,15 +177,20 @@ def add_weight_decay(model, weight_decay):
         raise ValueError(
             "add_weight_decay: argument `model` must be a built Keras model "
             f"with weights. Received: model={model!r}")
-    if weight_decay == 0:
-        return 0
-    penalty = keras.regularizers.L2(weight_decay / 2)
+    penalty = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
     count = 0
     for variable in model.trainable_weights:
         if quadratic_group(variable) is not None:
             continue
-        existing = variable.regularizer
-        variable.regularizer = penalty if existing is None else (
-            _SumRegularizer(existing, penalty))
+        # A second call replaces the decay of the first (never stacks):
+        # the variable remembers its regularizer from before any decay.
+        if not hasattr(variable, _OWN_REGULARIZER):
+            setattr(variable, _OWN_REGULARIZER, variable.regularizer)
+        own = getattr(variable, _OWN_REGULARIZER)
+        if penalty is None:
+            variable.regularizer = own
+            continue
+        variable.regularizer = penalty if own is None else (
+            _SumRegularizer(own, penalty))
         count += 1
     return count

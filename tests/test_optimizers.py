@@ -300,6 +300,8 @@ def test_save_load_resume(tmp_path):
         ((keras.optimizers.SGD(), 0.1, float("inf")), ValueError, "gamma_b"),
         ((keras.optimizers.SGD(), 0.1, float("nan")), ValueError, "gamma_b"),
         ((keras.optimizers.SGD(), "0.1"), TypeError, "gamma_g"),
+        ((keras.optimizers.MultiOptimizer(lambda v: keras.optimizers.SGD()),),
+         TypeError, "MultiOptimizer"),
     ],
 )
 def test_bad_arguments(args, error, match):

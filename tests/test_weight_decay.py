@@ -60,6 +60,24 @@ def test_keeps_an_existing_regularizer():
         rtol=1e-5)
 
 
+def test_a_second_call_replaces_the_decay_and_zero_removes_it():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(
+        2, kernel_regularizer=keras.regularizers.L1(0.1))])
+    kernel, bias = (to_numpy(v) for v in model.weights)
+
+    def total():
+        return sum(float(to_numpy(loss)) for loss in model.losses)
+
+    own = 0.1 * np.abs(kernel).sum()
+    for wd in (0.2, 0.2, 0.4):  # never stacked
+        assert kq.regularizers.add_weight_decay(model, wd) == 2
+        np.testing.assert_allclose(
+            total(), own + wd / 2 * ((kernel ** 2).sum() + (bias ** 2).sum()),
+            rtol=1e-5)
+    assert kq.regularizers.add_weight_decay(model, 0.0) == 0
+    np.testing.assert_allclose(total(), own, rtol=1e-5)
+
+
 def test_bad_arguments():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="weight_decay"):
