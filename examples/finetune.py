@@ -5,7 +5,8 @@ Trains a conventional ResNet briefly (or loads a saved `.keras` model with
 ReLinear values, so the accuracy is unchanged), then continues training with
 the ReLinear optimizer and reports the test accuracy after each epoch.
 
-    KERAS_BACKEND=jax python examples/finetune.py --data-dir ../shared/datasets/tfds
+    KERAS_BACKEND=jax python examples/finetune.py              # downloads CIFAR-10 once
+    KERAS_BACKEND=jax python examples/finetune.py --data-dir DIR  # a tfds data dir with it
 """
 
 import argparse
