@@ -15,7 +15,8 @@ PUBLIC = [
     kq.CompactQuadraticConv3D, kq.QuadraticDense, kq.CompactQuadraticDense,
     kq.models.QResNet, kq.optimizers.ReLinearOptimizer,
     kq.regularizers.ReLinearRegularizer, kq.regularizers.add_weight_decay,
-    kq.callbacks.QuadraticMonitor, kq.quadratize,
+    kq.callbacks.QuadraticMonitor, kq.quadratize, kq.models.ReZero,
+    kq.models.ZeroPadShortcut,
 ]
 
 
@@ -23,10 +24,10 @@ PUBLIC = [
 def test_keras_style_docstring_and_explicit_signature(obj):
     doc = inspect.getdoc(obj)
     assert "Args:" in doc and ">>> " in doc, obj
-    # explicit arguments, not (*args, **kwargs) alone
+    # explicit arguments, never a catch-all *args
     parameters = inspect.signature(obj).parameters
-    assert [p for p in parameters.values()
-            if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD], obj
+    assert not [p for p in parameters.values()
+                if p.kind is inspect.Parameter.VAR_POSITIONAL], obj
     documented = doc.split("Args:")[1]
     for name, p in parameters.items():
         if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:

@@ -78,3 +78,20 @@ def test_keras_run_layer_test_with_relinear_penalty(cls):
         expected_output_shape=shapes[1], expected_num_trainable_weights=6,
         expected_num_losses=4,
         supports_masking=cls is kq.QuadraticDense)
+
+
+@pytest.mark.parametrize("cls,kwargs,input_shape,output_shape,trainable", [
+    (kq.models.ReZero, {}, (2, 4, 4, 3), (2, 4, 4, 3), 1),
+    (kq.models.ZeroPadShortcut, dict(filters=8), (2, 6, 6, 4), (2, 3, 3, 8),
+     0),
+])
+def test_keras_run_layer_test_qresnet_layers(cls, kwargs, input_shape,
+                                             output_shape, trainable):
+    _keras_test_case().run_layer_test(
+        cls, init_kwargs=kwargs, input_shape=input_shape,
+        expected_output_shape=output_shape,
+        expected_num_trainable_weights=trainable,
+        expected_num_non_trainable_weights=0, expected_num_losses=0,
+        supports_masking=False,
+        # ZeroPadShortcut has no weights to train
+        run_training_check=bool(trainable))

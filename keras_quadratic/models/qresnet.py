@@ -30,8 +30,35 @@ VALID_DEPTHS = "6n+2 with n >= 1, e.g. 8, 14, 20, 32, 44, 56, 110, 1202"
 
 @keras.saving.register_keras_serializable(package="keras_quadratic")
 class ZeroPadShortcut(keras.layers.Layer):
-    """Option-A shortcut: subsample by `stride` and zero-pad the channels
-    equally on both sides up to `filters` (no weights)."""
+    """The option-A shortcut of the CIFAR ResNets (He et al. 2016).
+
+    Subsamples the input by `stride` in each spatial dimension (keeping the
+    pixels 0, stride, 2 * stride, ...) and zero-pads the channels equally
+    on both sides up to `filters`. It has no weights.
+
+    Args:
+        filters: int, the number of output channels (at least the input's).
+        stride: int, the subsampling step (default 2).
+        data_format: "channels_last" or "channels_first"; defaults to
+            `keras.config.image_data_format()`.
+        **kwargs: base layer arguments (`name`, `dtype`).
+
+    Input shape:
+        4D tensor `(batch, rows, cols, channels)` ("channels_last") or
+        `(batch, channels, rows, cols)` ("channels_first").
+
+    Output shape:
+        4D tensor with `ceil(rows / stride)`, `ceil(cols / stride)` and
+        `filters` channels.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_quadratic as kq
+    >>> x = np.ones((2, 8, 8, 16), "float32")
+    >>> tuple(kq.models.ZeroPadShortcut(32)(x).shape)
+    (2, 4, 4, 32)
+    """
 
     def __init__(self, filters, stride=2, data_format=None, **kwargs):
         super().__init__(**kwargs)
@@ -75,7 +102,36 @@ class ZeroPadShortcut(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_quadratic")
 class ReZero(keras.layers.Layer):
-    """Scales its input by a learnable scalar `alpha` that starts at 0."""
+    """ReZero: scales its input by a learnable scalar that starts at 0.
+
+        out = alpha * x,  alpha = 0 at initialization
+
+    Put at the end of a residual branch (`x + ReZero()(branch(x))`), it
+    makes each block start as the identity (Bachlechner et al. 2020); the
+    ReLinear paper combines the two for residual quadratic networks.
+
+    Args:
+        **kwargs: base layer arguments (`name`, `dtype`, `trainable`).
+
+    Input shape:
+        Any.
+
+    Output shape:
+        Same as the input.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras
+    >>> import keras_quadratic as kq
+    >>> layer = kq.models.ReZero()
+    >>> y = keras.ops.convert_to_numpy(layer(np.ones((2, 3), "float32")))
+    >>> float(np.abs(y).max())
+    0.0
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
 
     def build(self, input_shape):
         self.alpha = self.add_weight(name="alpha", shape=(),
