@@ -166,7 +166,8 @@ class QuadraticLayer(keras.layers.Layer):
             if not isinstance(relinear_regularizer, ReLinearRegularizer):
                 raise TypeError(
                     f"{type(self).__name__}: argument `relinear_regularizer` "
-                    "must be a keras_quadratic.regularizers.ReLinearRegularizer or None. "
+                    "must be a keras_quadratic.regularizers."
+                    "ReLinearRegularizer or None. "
                     f"Received: {relinear_regularizer!r}"
                 )
         self.relinear_regularizer = relinear_regularizer
