@@ -19,13 +19,15 @@
 #   bash benchmarks/gpu.sh --smoke                              # on any CPU: tiny sizes
 #
 # Exits non-zero when a backend computes on the CPU (except with --smoke).
-# On the project's lent GPU machine, name .whl and .gpu-data in `carry`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ls .whl/*.whl > /dev/null 2>&1; then
   site="${TMPDIR:-/tmp}/keras-quadratic-site"
-  if ! python3 -m pip install -q --no-index --no-deps --no-compile \
-      --upgrade --target "$site" .whl/*.whl; then
+  if python3 -m pip --version > /dev/null 2>&1; then
+    # pip skips nothing silently: a wheel for another Python is an error
+    python3 -m pip install -q --no-index --no-deps --no-compile \
+      --upgrade --target "$site" .whl/*.whl
+  else
     # no pip: a wheel is a zip archive to unpack onto the path
     for wheel in .whl/*.whl; do python3 -m zipfile -e "$wheel" "$site"; done
   fi

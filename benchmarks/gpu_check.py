@@ -10,7 +10,7 @@ it learn there? For the jax and torch backends, each in its own process:
 3. trains QResNet20 with ReLinear for a few epochs on a real CIFAR-10 subset
    (`--data`, made by benchmarks/make_cifar_subset.py) and reports the test
    accuracy after each epoch;
-4. writes one JSON (`$OUT/gpu_check.json`, else runs/gpu_check.json) and
+4. writes one JSON (`--output`, default runs/gpu_check.json) and
    prints a table: images/s per row, ratio to the PyTorch reference, the
    card's name.
 
@@ -362,7 +362,7 @@ def main(argv=None):
     p.add_argument("--backends", nargs="+", default=list(BACKENDS),
                    choices=BACKENDS)
     p.add_argument("--output", default=None,
-                   help="JSON path (default $OUT/gpu_check.json, else "
+                   help="JSON path (default "
                    "runs/gpu_check.json)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--report", default=None, help=argparse.SUPPRESS)
@@ -380,7 +380,7 @@ def main(argv=None):
 
     start = time.time()
     output = args.output or os.path.join(
-        os.environ.get("OUT") or os.path.join(ROOT, "runs"), "gpu_check.json")
+        ROOT, "runs", "gpu_check.json")
     folder = os.path.dirname(os.path.abspath(output))
     os.makedirs(folder, exist_ok=True)
     runners = ["reference", *args.backends]

@@ -11,8 +11,7 @@ image, horizontal flip, per-channel normalization), side by side.
 Recipe: SGD momentum 0.9, weight decay 1e-4, batch 128, lr 0.1 divided by
 10 at 50% and 75% of the epochs, gamma 1e-2 for both quadratic groups,
 seed 0; the final epoch's test accuracy is reported for each. Prints a
-table and writes runs/parity/parity.json ($OUT/parity.json where OUT is
-set).
+table and writes parity.json into --output-dir (default runs/parity).
 
 Without TensorFlow (e.g. on a GPU machine), `--npz FILE` (uint8 arrays from
 benchmarks/make_cifar_subset.py) trains both on in-memory data instead,
@@ -116,7 +115,7 @@ def torch_run(args, neuron):
         tf.config.set_visible_devices([], "GPU")
         tf.random.set_seed(args.seed)
         data = argparse.Namespace(
-            dataset="cifar10", data_dir=args.data_dir, download=False,
+            dataset="cifar10", data_dir=args.data_dir, download=True,
             train_split=args.train_split, test_split=args.test_split,
             mock_data=args.mock_data, mock_examples=256)
         train, test, size = cifar10.load_splits(data)
@@ -273,7 +272,7 @@ def main(argv=None):
     p.add_argument("--neurons", nargs="+", default=["quadratic", "linear"],
                    choices=("quadratic", "linear"))
     p.add_argument("--output-dir", default=None,
-                   help="default $OUT if set, else runs/parity")
+                   help="where parity.json goes (default runs/parity)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
@@ -284,8 +283,7 @@ def main(argv=None):
         run = torch_run if kind == "torch" else keras_npz_run
         print(json.dumps(run(args, neuron)))
         return
-    output_dir = args.output_dir or os.environ.get("OUT") or os.path.join(
-        "runs", "parity")
+    output_dir = args.output_dir or os.path.join("runs", "parity")
     os.makedirs(output_dir, exist_ok=True)
     data = (os.path.basename(args.npz) if args.npz else
             f"{args.train_split} / {args.test_split}")

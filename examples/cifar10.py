@@ -107,21 +107,33 @@ def fail(message):
     raise SystemExit(2)
 
 
-def download_server_answers(dataset, timeout=10.0):
-    """True if the server tfds downloads `dataset` from (or the HTTPS proxy,
-    when one is set) accepts a connection within `timeout` seconds; else
-    "host:port", for the error message."""
+def download_server_answers(dataset, timeout=8.0):
+    """True if the first hop of tfds's download of `dataset` (the proxy
+    that `requests`, which tfds downloads with, would use, else the
+    dataset's server) accepts a TCP connection within `timeout` seconds per
+    address (20 s at most in all); else "host:port", for the error message.
+    A proxy setting it cannot read is not judged: True."""
     import socket
     import threading
     import urllib.parse
 
-    proxy = os.environ.get("https_proxy") or os.environ.get("HTTPS_PROXY")
+    import requests
+
+    host, port = DOWNLOAD_HOSTS[dataset], 443
+    proxies = requests.utils.get_environ_proxies(f"https://{host}/")
+    proxy = proxies.get("https") or proxies.get("all")
     if proxy:
-        parsed = urllib.parse.urlsplit(proxy if "://" in proxy
-                                       else f"http://{proxy}")
-        host, port = parsed.hostname, parsed.port or 80
-    else:
-        host, port = DOWNLOAD_HOSTS[dataset], 443
+        try:
+            parsed = urllib.parse.urlsplit(
+                proxy if "://" in proxy else f"http://{proxy}")
+            host = parsed.hostname
+            port = parsed.port or {"https": 443}.get(
+                parsed.scheme, 1080 if parsed.scheme.startswith("socks")
+                else 80)
+        except ValueError:
+            return True
+        if not host:
+            return True
     answered = []
 
     def probe():
@@ -134,8 +146,21 @@ def download_server_answers(dataset, timeout=10.0):
     # In a thread: name resolution has no timeout of its own.
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
-    thread.join(timeout + 1.0)
-    return True if answered else f"{host}:{port}"
+    thread.join(min(2.5 * timeout, 20.0))
+    return True if answered else (
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+
+def _archive_downloaded(builder):
+    """Whether tfds already holds the dataset's archive (an interrupted
+    preparation, or one copied there): then it prepares without network."""
+    downloads = os.path.join(os.path.dirname(os.path.dirname(
+        builder.data_dir)), "downloads")
+    try:
+        return any(builder.name.replace("cifar", "cifar-") in name
+                   or builder.name in name for name in os.listdir(downloads))
+    except OSError:
+        return False
 
 
 def load_splits(args):
@@ -165,7 +190,8 @@ def load_splits(args):
         if not args.download:
             fail(f"the tfds dataset '{args.dataset}' is not prepared in "
                  f"{where} and --no-download was given. {alternatives}")
-        server = download_server_answers(args.dataset)
+        server = (True if _archive_downloaded(builder)
+                  else download_server_answers(args.dataset))
         if server is not True:
             fail(f"the tfds dataset '{args.dataset}' is not prepared in "
                  f"{where}, and it cannot be downloaded: {server} did not "

@@ -119,6 +119,9 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
             training.
         name: the optimizer's name; default "re_linear_optimizer" (from
             the class name, as Keras names optimizers).
+        **kwargs: none are accepted: options such as `learning_rate` or
+            `clipnorm` belong to the wrapped optimizer (a TypeError says
+            so).
 
     Weight decay: the wrapped optimizer's `weight_decay` is not applied to
     the quadratic weights, since decaying `gate_bias` toward 0 would move

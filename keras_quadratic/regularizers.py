@@ -126,7 +126,7 @@ class ReLinearRegularizer:
 ReLinear = ReLinearRegularizer
 
 
-_OWN_REGULARIZER = "_keras_quadratic_regularizer_before_decay"
+_DECAY_STATE = "_keras_quadratic_weight_decay"
 
 
 def add_weight_decay(model, weight_decay):
@@ -145,7 +145,10 @@ def add_weight_decay(model, weight_decay):
     regularizer, which pulls them toward the conventional neuron
     (`gate_bias` toward 1, where decay would pull it toward 0). A weight
     that already has a regularizer keeps it, with the decay added. Calling
-    it again replaces the decay (0 removes it); it never stacks.
+    it again replaces the decay (0 removes it); it never stacks. The decay
+    is set on the weights themselves: a layer shared with another model is
+    decayed there too, and weights that are frozen (not trainable) at the
+    call get none: call it again after unfreezing them.
 
     Keras's own `weight_decay=` optimizer argument is decoupled
     (`w -= lr * wd * w`, outside momentum): at momentum 0.9 the coupled
@@ -182,15 +185,18 @@ def add_weight_decay(model, weight_decay):
     for variable in model.trainable_weights:
         if quadratic_group(variable) is not None:
             continue
-        # A second call replaces the decay of the first (never stacks):
-        # the variable remembers its regularizer from before any decay.
-        if not hasattr(variable, _OWN_REGULARIZER):
-            setattr(variable, _OWN_REGULARIZER, variable.regularizer)
-        own = getattr(variable, _OWN_REGULARIZER)
+        # A second call replaces the decay of the first (never stacks): the
+        # variable remembers its own regularizer and the one installed here;
+        # one set by the user since then counts as their own.
+        own, installed = getattr(variable, _DECAY_STATE, (None, None))
+        if installed is None or variable.regularizer is not installed:
+            own = variable.regularizer
         if penalty is None:
             variable.regularizer = own
+            setattr(variable, _DECAY_STATE, (own, None))
             continue
         variable.regularizer = penalty if own is None else (
             _SumRegularizer(own, penalty))
+        setattr(variable, _DECAY_STATE, (own, variable.regularizer))
         count += 1
     return count

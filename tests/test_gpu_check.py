@@ -21,10 +21,11 @@ def test_smoke_mode_runs_without_tensorflow(tmp_path):
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text(
         "raise ImportError('no TensorFlow in the GPU check')\n")
-    env = _env(OUT=str(tmp_path / "out"), PYTHONPATH=str(blocker.parent))
+    env = _env(PYTHONPATH=str(blocker.parent))
     env.pop("KERAS_BACKEND", None)
     result = subprocess.run(
-        ["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), "--smoke"],
+        ["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), "--smoke",
+         "--output", str(tmp_path / "out" / "gpu_check.json")],
         capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[
         -3000:]
@@ -54,9 +55,10 @@ def test_smoke_mode_runs_without_tensorflow(tmp_path):
 
 
 def test_without_smoke_a_cpu_backend_is_a_failure(tmp_path):
-    env = _env(OUT=str(tmp_path))
+    env = _env()
     result = subprocess.run(
-        ["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), "--backends",
+        ["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), "--output",
+         str(tmp_path / "gpu_check.json"), "--backends",
          keras.backend.backend() if keras.backend.backend() != "tensorflow"
          else "jax"],
         capture_output=True, text=True, timeout=600, env=env)

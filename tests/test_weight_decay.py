@@ -76,6 +76,12 @@ def test_a_second_call_replaces_the_decay_and_zero_removes_it():
             rtol=1e-5)
     assert kq.regularizers.add_weight_decay(model, 0.0) == 0
     np.testing.assert_allclose(total(), own, rtol=1e-5)
+    # a regularizer the user sets between two calls is theirs and stays
+    model.layers[0].kernel.regularizer = keras.regularizers.L1(1.0)
+    kq.regularizers.add_weight_decay(model, 0.2)
+    np.testing.assert_allclose(
+        total(), np.abs(kernel).sum()
+        + 0.1 * ((kernel ** 2).sum() + (bias ** 2).sum()), rtol=1e-5)
 
 
 def test_bad_arguments():
