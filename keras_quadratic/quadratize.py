@@ -38,7 +38,7 @@ _SHARED_ARGUMENTS = (
     "bias_constraint",
 )
 _CONV_ARGUMENTS = ("filters", "kernel_size", "strides", "padding",
-                   "data_format", "dilation_rate")
+                   "data_format", "dilation_rate", "groups")
 _DENSE_ARGUMENTS = ("units",)
 
 
@@ -64,8 +64,7 @@ def _why_not(layer):
         return f"grouped convolution (groups={config['groups']})"
     # Any other argument in use (a newer Keras's, say) would be lost.
     for key, value in config.items():
-        if (key not in _arguments(layer) and key != "groups"
-                and value not in (None, False)):
+        if key not in _arguments(layer) and value not in (None, False):
             return (f"its argument {key}={value!r} has no quadratic "
                     "counterpart")
     return None

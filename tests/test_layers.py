@@ -392,3 +392,22 @@ def test_compact_layers_refuse_the_full_neurons_arguments(cls):
         cls(*args, gate_kernel_initializer="ones")
     with pytest.raises(TypeError, match="square_bias_regularizer"):
         cls(*args, square_bias_regularizer="l2")
+
+
+@pytest.mark.parametrize("cls,keras_cls", [
+    (kq.QuadraticConv2D, keras.layers.Conv2D),
+    (kq.CompactQuadraticConv1D, keras.layers.Conv1D),
+])
+def test_positional_arguments_line_up_with_keras(cls, keras_cls):
+    # A drop-in: the same positional call means the same thing.
+    rank = 2 if keras_cls is keras.layers.Conv2D else 1
+    args = (4, 3, 2, "same", "channels_last", 1, 1, "relu", False)
+    layer, conv = cls(*args), keras_cls(*args)
+    for name in ("filters", "kernel_size", "strides", "padding",
+                 "data_format", "dilation_rate", "groups", "use_bias"):
+        assert layer.get_config()[name] == conv.get_config()[name], name
+    assert layer.activation is conv.activation
+    x = random((2,) + (8,) * rank + (3,))
+    assert tuple(layer(x).shape) == tuple(conv(x).shape)
+    with pytest.raises(ValueError, match="groups"):
+        cls(4, 3, groups=3)

@@ -52,10 +52,16 @@ class BaseQuadraticConv(QuadraticLayer):
         padding="valid",
         data_format=None,
         dilation_rate=1,
+        groups=1,
         **kwargs,
     ):
         super().__init__(**kwargs)
         layer = type(self).__name__
+        if groups != 1:
+            raise ValueError(
+                f"{layer}: argument `groups` must be 1: grouped quadratic "
+                f"convolutions are not supported. Received: groups={groups!r}"
+            )
         self.rank = rank
         self.filters = _positive_int(filters, "filters", layer)
         self.kernel_size = _int_tuple(kernel_size, rank, "kernel_size", layer)
@@ -175,6 +181,7 @@ class BaseQuadraticConv(QuadraticLayer):
                 "padding": self.padding,
                 "data_format": self.data_format,
                 "dilation_rate": self.dilation_rate,
+                "groups": 1,
             }
         )
         return config
@@ -224,6 +231,9 @@ _LINEAR_ARGS = """
             or "channels_first" (`(batch, channels, {spatial})`). Defaults
             to `keras.config.image_data_format()`.
         dilation_rate: int or tuple of {ints}, the dilation rate.
+        groups: must be 1 (the default). It is here so that the arguments
+            line up with `keras.layers.Conv{rank}D`'s; grouped quadratic
+            convolutions are not supported.
         activation: the activation of the output (a name or a callable);
             none by default.
         use_bias: whether the layer has `bias`{bias_note}.
@@ -340,6 +350,7 @@ class QuadraticConv1D(BaseQuadraticConv):
         padding="valid",
         data_format=None,
         dilation_rate=1,
+        groups=1,
         activation=None,
         use_bias=True,
         kernel_initializer="glorot_uniform",
@@ -380,6 +391,7 @@ class QuadraticConv2D(BaseQuadraticConv):
         padding="valid",
         data_format=None,
         dilation_rate=(1, 1),
+        groups=1,
         activation=None,
         use_bias=True,
         kernel_initializer="glorot_uniform",
@@ -420,6 +432,7 @@ class QuadraticConv3D(BaseQuadraticConv):
         padding="valid",
         data_format=None,
         dilation_rate=(1, 1, 1),
+        groups=1,
         activation=None,
         use_bias=True,
         kernel_initializer="glorot_uniform",
@@ -461,6 +474,7 @@ class CompactQuadraticConv1D(BaseQuadraticConv):
         padding="valid",
         data_format=None,
         dilation_rate=1,
+        groups=1,
         activation=None,
         use_bias=True,
         kernel_initializer="glorot_uniform",
@@ -493,6 +507,7 @@ class CompactQuadraticConv2D(BaseQuadraticConv):
         padding="valid",
         data_format=None,
         dilation_rate=(1, 1),
+        groups=1,
         activation=None,
         use_bias=True,
         kernel_initializer="glorot_uniform",
@@ -525,6 +540,7 @@ class CompactQuadraticConv3D(BaseQuadraticConv):
         padding="valid",
         data_format=None,
         dilation_rate=(1, 1, 1),
+        groups=1,
         activation=None,
         use_bias=True,
         kernel_initializer="glorot_uniform",
