@@ -105,7 +105,6 @@ def torch_run(args, neuron):
     torch.backends.cudnn.benchmark = True
     if args.npz:
         train_ds, test_ds = load_npz(args, "channels_first", args.seed)
-        size = train_ds.steps * args.batch_size
         epoch_of = lambda data, number: data.epoch(number)  # noqa: E731
     else:
         import tensorflow as tf
@@ -118,7 +117,7 @@ def torch_run(args, neuron):
             dataset="cifar10", data_dir=args.data_dir, download=True,
             train_split=args.train_split, test_split=args.test_split,
             mock_data=args.mock_data, mock_examples=256)
-        train, test, size = cifar10.load_splits(data)
+        train, test, _ = cifar10.load_splits(data)
         train_ds = cifar10.pipeline(train, args.batch_size, True,
                                     "channels_first", args.seed)
         test_ds = cifar10.pipeline(test, args.batch_size, False,
@@ -128,7 +127,6 @@ def torch_run(args, neuron):
     model = ResNet(args.depth, neuron).to(device)
     optimizer = reference_optimizer(model, args.lr, args.gamma, 0.9,
                                     args.weight_decay)
-    del size
     milestones = [int(args.epochs * f) for f in (0.5, 0.75)]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones,
                                                      0.1)
