@@ -10,10 +10,18 @@ from keras_quadratic.layers import CompactQuadraticConv1D
 from keras_quadratic.layers import CompactQuadraticConv2D
 from keras_quadratic.layers import CompactQuadraticConv3D
 from keras_quadratic.layers import CompactQuadraticDense
+from keras_quadratic.layers import CompactQuadraticDepthwiseConv1D
+from keras_quadratic.layers import CompactQuadraticDepthwiseConv2D
+from keras_quadratic.layers import CompactQuadraticSeparableConv1D
+from keras_quadratic.layers import CompactQuadraticSeparableConv2D
 from keras_quadratic.layers import QuadraticConv1D
 from keras_quadratic.layers import QuadraticConv2D
 from keras_quadratic.layers import QuadraticConv3D
 from keras_quadratic.layers import QuadraticDense
+from keras_quadratic.layers import QuadraticDepthwiseConv1D
+from keras_quadratic.layers import QuadraticDepthwiseConv2D
+from keras_quadratic.layers import QuadraticSeparableConv1D
+from keras_quadratic.layers import QuadraticSeparableConv2D
 from keras_quadratic.quadratize import quadratize
 
 __version__ = "0.2.0"

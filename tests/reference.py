@@ -65,3 +65,18 @@ def quadratic(linear, x, weights, compact, use_bias, channels_first=False):
         r = r + bias(w["bias"])
         square = square + bias(w["square_bias"])
     return r * g + square
+
+
+def depthwise_nd(x, kernel, strides, padding, dilation, channels_first=False):
+    """Depthwise N-d cross-correlation, float64: input channel c convolved
+    with kernel[..., c, :], output channel c * multiplier + j.
+
+    kernel: (*k, in, multiplier)."""
+    axis = 1 if channels_first else -1
+    x = np.asarray(x, np.float64)
+    outputs = [
+        conv_nd(np.take(x, [c], axis=axis), kernel[..., c:c + 1, :], strides,
+                padding, dilation, channels_first)
+        for c in range(kernel.shape[-2])
+    ]
+    return np.concatenate(outputs, axis=axis)

@@ -13,7 +13,9 @@ import keras_quadratic as kq
 # functions that are not layers, models, optimizers, regularizers,
 # callbacks or converters.
 NOT_COVERED = {
-    "QuadraticLayer", "BaseQuadraticConv", "BaseQuadraticDense",
+    "QuadraticLayer", "QuadraticConvolution", "BaseQuadraticConv",
+    "BaseQuadraticDense", "BaseQuadraticDepthwiseConv",
+    "BaseQuadraticSeparableConv",
     "quadratic_group", "quadratic_layer_of", "quadratic_layers",
     "layer_norms", "relinear_metrics", "ReLinear",
 }
@@ -76,7 +78,8 @@ def test_keras_style_docstring_and_explicit_signature(obj):
 
 
 @pytest.mark.parametrize("name", [
-    "layers.conv", "layers.dense", "callbacks", "quadratize", "regularizers",
+    "layers.conv", "layers.dense", "layers.depthwise_conv",
+    "layers.separable_conv", "callbacks", "quadratize", "regularizers",
     "optimizers", "models.qresnet"])
 def test_docstring_examples_run(name):
     # the module (kq.quadratize is the function of the same name)

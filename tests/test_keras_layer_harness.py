@@ -42,6 +42,17 @@ CASES = [
     (kq.QuadraticDense, dict(units=5, activation="tanh"), (2, 3, 4),
      (2, 3, 5), 6),
     (kq.CompactQuadraticDense, dict(units=5), (2, 4), (2, 5), 3),
+    (kq.QuadraticDepthwiseConv2D, dict(kernel_size=3, depth_multiplier=2),
+     (2, 6, 6, 3), (2, 4, 4, 6), 6),
+    (kq.CompactQuadraticDepthwiseConv1D, dict(kernel_size=3, padding="same",
+                                              data_format="channels_first"),
+     (2, 3, 7), (2, 3, 7), 3),
+    (kq.QuadraticSeparableConv2D, dict(filters=4, kernel_size=3,
+                                       activation="relu"),
+     (2, 6, 6, 3), (2, 4, 4, 4), 6),
+    (kq.CompactQuadraticSeparableConv1D, dict(filters=4, kernel_size=3,
+                                              quadratic_pointwise=True),
+     (2, 7, 3), (2, 5, 4), 5),
 ]
 
 

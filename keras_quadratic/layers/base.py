@@ -109,6 +109,11 @@ class QuadraticLayer(keras.layers.Layer):
     """
 
     compact = False
+    # Whether the full neuron computes W_r x and W_g x as one linear map over
+    # the concatenated kernels (and, on JAX, the compact neuron W_r x +
+    # W_b x^2 as one map over [x, x^2]). A depthwise map cannot: its output
+    # channels interleave per input channel, so it runs them one by one.
+    fuse_kernels = True
 
     def __init__(
         self,
@@ -227,7 +232,7 @@ class QuadraticLayer(keras.layers.Layer):
         inputs = ops.cast(inputs, self.compute_dtype)
         squared = ops.square(inputs)
         if self.compact:
-            if _FUSE_COMPACT:
+            if _FUSE_COMPACT and self.fuse_kernels:
                 # One linear map over [x, x*x] with the kernels stacked on
                 # the input axis: W_r x + W_b x^2 in one pass.
                 kernel = ops.concatenate(
@@ -242,9 +247,15 @@ class QuadraticLayer(keras.layers.Layer):
             if self.use_bias:
                 outputs = self._add_bias(outputs, self.bias)
         else:
-            # W_r x and W_g x as one linear map with twice the outputs.
-            kernel = ops.concatenate([self.kernel, self.gate_kernel], axis=-1)
-            linear, gate = self._split_outputs(self._linear(inputs, kernel))
+            if self.fuse_kernels:
+                # W_r x and W_g x as one linear map with twice the outputs.
+                kernel = ops.concatenate([self.kernel, self.gate_kernel],
+                                         axis=-1)
+                linear, gate = self._split_outputs(
+                    self._linear(inputs, kernel))
+            else:
+                linear = self._linear(inputs, self.kernel)
+                gate = self._linear(inputs, self.gate_kernel)
             if self.use_bias:
                 linear = self._add_bias(linear, self.bias)
             gate = self._add_bias(gate, self.gate_bias)

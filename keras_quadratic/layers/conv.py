@@ -37,33 +37,29 @@ def _int_tuple(value, rank, name, layer):
     return values
 
 
-class BaseQuadraticConv(QuadraticLayer):
-    """Rank-generic quadratic convolution; `QuadraticConv1D/2D/3D` and the
-    compact ones are this class with `rank` (the number of spatial
-    dimensions) fixed, as Keras's convolutions share one base. The other
-    arguments are documented on the public classes."""
+class QuadraticConvolution(QuadraticLayer):
+    """What every quadratic convolution shares: the window arguments
+    (`kernel_size`, `strides`, `padding`, `data_format`, `dilation_rate`),
+    normalised once here, the build, the bias and the output shape.
+    Subclasses give the convolution (`_convolve`), the kernel's shape and
+    the number of output channels; `rank` is the number of spatial
+    dimensions."""
+
+    paddings = ("valid", "same")
 
     def __init__(
         self,
         rank,
-        filters,
         kernel_size,
         strides=1,
         padding="valid",
         data_format=None,
         dilation_rate=1,
-        groups=1,
         **kwargs,
     ):
         super().__init__(**kwargs)
         layer = type(self).__name__
-        if groups != 1:
-            raise ValueError(
-                f"{layer}: argument `groups` must be 1: grouped quadratic "
-                f"convolutions are not supported. Received: groups={groups!r}"
-            )
         self.rank = rank
-        self.filters = _positive_int(filters, "filters", layer)
         self.kernel_size = _int_tuple(kernel_size, rank, "kernel_size", layer)
         self.strides = _int_tuple(strides, rank, "strides", layer)
         self.dilation_rate = _int_tuple(
@@ -75,12 +71,11 @@ class BaseQuadraticConv(QuadraticLayer):
                 f"`dilation_rate` > 1. Received: strides={self.strides}, "
                 f"dilation_rate={self.dilation_rate}"
             )
-        paddings = _PADDINGS + (("causal",) if rank == 1 else ())
         padding = padding.lower() if isinstance(padding, str) else padding
-        if padding not in paddings:
+        if padding not in self.paddings:
             raise ValueError(
-                f"{layer}: argument `padding` must be one of {paddings}. "
-                f"Received: padding={padding!r}"
+                f"{layer}: argument `padding` must be one of "
+                f"{self.paddings}. Received: padding={padding!r}"
             )
         self.padding = padding
         if data_format is None:
@@ -97,6 +92,16 @@ class BaseQuadraticConv(QuadraticLayer):
         self._channel_axis = -1 if data_format == "channels_last" else 1
         self.input_spec = keras.layers.InputSpec(ndim=rank + 2)
 
+    # -- what differs between a full and a depthwise convolution ------------
+    def _kernel_shape(self, channels):
+        raise NotImplementedError
+
+    def _output_channels(self, channels):
+        raise NotImplementedError
+
+    def _convolve(self, inputs, kernel, padding):
+        raise NotImplementedError
+
     def build(self, input_shape):
         channels = input_shape[self._channel_axis]
         if channels is None:
@@ -109,8 +114,8 @@ class BaseQuadraticConv(QuadraticLayer):
             ndim=self.rank + 2, axes={self._channel_axis: channels}
         )
         self.compute_output_shape(input_shape)
-        self._build_neuron(self.kernel_size + (channels, self.filters),
-                           self.filters)
+        self._build_neuron(self._kernel_shape(channels),
+                           self._output_channels(channels))
 
     def _linear(self, inputs, kernel):
         padding = self.padding
@@ -121,14 +126,7 @@ class BaseQuadraticConv(QuadraticLayer):
                 pad = [[0, 0], [0, 0], [left, 0]]
             inputs = keras.ops.pad(inputs, pad)
             padding = "valid"
-        return keras.ops.conv(
-            inputs,
-            kernel,
-            strides=self.strides,
-            padding=padding,
-            data_format=self.data_format,
-            dilation_rate=self.dilation_rate,
-        )
+        return self._convolve(inputs, kernel, padding)
 
     def _add_bias(self, outputs, bias):
         if self.data_format == "channels_last":
@@ -167,23 +165,80 @@ class BaseQuadraticConv(QuadraticLayer):
                         f"{self.dilation_rate} with padding='valid'."
                     )
             out.append((size - 1) // s + 1)
+        channels = input_shape[self._channel_axis]
+        channels = None if channels is None else self._output_channels(
+            channels)
         if self.data_format == "channels_last":
-            return (input_shape[0], *out, self.filters)
-        return (input_shape[0], self.filters, *out)
+            return (input_shape[0], *out, channels)
+        return (input_shape[0], channels, *out)
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "filters": self.filters,
                 "kernel_size": self.kernel_size,
                 "strides": self.strides,
                 "padding": self.padding,
                 "data_format": self.data_format,
                 "dilation_rate": self.dilation_rate,
-                "groups": 1,
             }
         )
+        return config
+
+
+class BaseQuadraticConv(QuadraticConvolution):
+    """Rank-generic quadratic convolution; `QuadraticConv1D/2D/3D` and the
+    compact ones are this class with `rank` (the number of spatial
+    dimensions) fixed, as Keras's convolutions share one base. The other
+    arguments are documented on the public classes."""
+
+    def __init__(
+        self,
+        rank,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        groups=1,
+        **kwargs,
+    ):
+        layer = type(self).__name__
+        if groups != 1:
+            raise ValueError(
+                f"{layer}: argument `groups` must be 1: grouped quadratic "
+                f"convolutions are not supported. Received: groups={groups!r}"
+            )
+        filters = _positive_int(filters, "filters", layer)
+        super().__init__(rank=rank, kernel_size=kernel_size, strides=strides,
+                         padding=padding, data_format=data_format,
+                         dilation_rate=dilation_rate, **kwargs)
+        self.filters = filters
+
+    @property
+    def paddings(self):
+        return _PADDINGS + (("causal",) if self.rank == 1 else ())
+
+    def _kernel_shape(self, channels):
+        return self.kernel_size + (channels, self.filters)
+
+    def _output_channels(self, channels):
+        return self.filters
+
+    def _convolve(self, inputs, kernel, padding):
+        return keras.ops.conv(
+            inputs,
+            kernel,
+            strides=self.strides,
+            padding=padding,
+            data_format=self.data_format,
+            dilation_rate=self.dilation_rate,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "groups": 1})
         return config
 
 
