@@ -1,51 +1,71 @@
 """quadratize(): a trained conventional model as a ReLinear quadratic one.
 
-Every selected Conv1D/2D/3D and Dense layer becomes its quadratic
-counterpart with the same configuration, its `kernel` and `bias` copied and
-its quadratic weights at the ReLinear initialization, so the new model
-computes what the old one did; every other layer and weight is copied.
+Every selected Conv1D/2D/3D, Dense, DepthwiseConv1D/2D and
+SeparableConv1D/2D layer becomes its quadratic counterpart with the same
+configuration, its kernels and bias copied and its quadratic weights at the
+ReLinear initialization, so the new model computes what the old one did;
+every other layer, operation and weight is copied.
 """
 
 import warnings
 
 import keras
+import numpy as np
 
 from keras_quadratic import layers as quadratic_layers
 
+# Arguments the quadratic layer takes as the Keras layer's config has them;
+# the new layer's config is built from these alone.
+_COMMON = ("name", "trainable", "dtype", "activation", "use_bias",
+           "bias_initializer", "bias_regularizer", "activity_regularizer",
+           "bias_constraint")
+_WINDOW = ("kernel_size", "strides", "padding", "data_format",
+           "dilation_rate")
+
+
+def _weight_arguments(weight):
+    return tuple(f"{weight}_{kind}"
+                 for kind in ("initializer", "regularizer", "constraint"))
+
+
+_CONV = _COMMON + _weight_arguments("kernel") + _WINDOW + ("filters",
+                                                           "groups")
+_DENSE = _COMMON + _weight_arguments("kernel") + ("units",)
+_DEPTHWISE = (_COMMON + _weight_arguments("depthwise") + _WINDOW
+              + ("depth_multiplier",))
+_SEPARABLE = _DEPTHWISE + _weight_arguments("pointwise") + ("filters",)
+
+# Keras layer: (full counterpart, compact counterpart, the arguments they
+# share, the weights copied: the quadratic layers keep Keras's names).
 _COUNTERPARTS = {
-    keras.layers.Conv1D: ("QuadraticConv1D", "CompactQuadraticConv1D"),
-    keras.layers.Conv2D: ("QuadraticConv2D", "CompactQuadraticConv2D"),
-    keras.layers.Conv3D: ("QuadraticConv3D", "CompactQuadraticConv3D"),
-    keras.layers.Dense: ("QuadraticDense", "CompactQuadraticDense"),
+    keras.layers.Conv1D: ("QuadraticConv1D", "CompactQuadraticConv1D",
+                          _CONV, ("kernel", "bias")),
+    keras.layers.Conv2D: ("QuadraticConv2D", "CompactQuadraticConv2D",
+                          _CONV, ("kernel", "bias")),
+    keras.layers.Conv3D: ("QuadraticConv3D", "CompactQuadraticConv3D",
+                          _CONV, ("kernel", "bias")),
+    keras.layers.Dense: ("QuadraticDense", "CompactQuadraticDense",
+                         _DENSE, ("kernel", "bias")),
+    keras.layers.DepthwiseConv1D: (
+        "QuadraticDepthwiseConv1D", "CompactQuadraticDepthwiseConv1D",
+        _DEPTHWISE, ("kernel", "bias")),
+    keras.layers.DepthwiseConv2D: (
+        "QuadraticDepthwiseConv2D", "CompactQuadraticDepthwiseConv2D",
+        _DEPTHWISE, ("kernel", "bias")),
+    keras.layers.SeparableConv1D: (
+        "QuadraticSeparableConv1D", "CompactQuadraticSeparableConv1D",
+        _SEPARABLE, ("depthwise_kernel", "pointwise_kernel", "bias")),
+    keras.layers.SeparableConv2D: (
+        "QuadraticSeparableConv2D", "CompactQuadraticSeparableConv2D",
+        _SEPARABLE, ("depthwise_kernel", "pointwise_kernel", "bias")),
 }
 # Every layer whose math is a linear map: the candidates for conversion
 # (those without a counterpart above are kept and named in a warning).
-_LINEAR_MAP_LAYERS = (
-    keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv1D, keras.layers.SeparableConv2D,
+_LINEAR_MAP_LAYERS = tuple(_COUNTERPARTS) + (
     keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
     keras.layers.Conv3DTranspose, keras.layers.EinsumDense,
-    keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-    keras.layers.Dense,
 )
 NEURONS = ("quadratic", "compact")
-# The Keras layer's arguments that the quadratic layer takes as they are;
-# the new layer's config is built from these alone.
-_SHARED_ARGUMENTS = (
-    "name", "trainable", "dtype", "activation", "use_bias",
-    "kernel_initializer", "bias_initializer", "kernel_regularizer",
-    "bias_regularizer", "activity_regularizer", "kernel_constraint",
-    "bias_constraint",
-)
-_CONV_ARGUMENTS = ("filters", "kernel_size", "strides", "padding",
-                   "data_format", "dilation_rate", "groups")
-_DENSE_ARGUMENTS = ("units",)
-
-
-def _arguments(layer):
-    return _SHARED_ARGUMENTS + (
-        _DENSE_ARGUMENTS if isinstance(layer, keras.layers.Dense)
-        else _CONV_ARGUMENTS)
 
 
 def _why_not(layer):
@@ -60,21 +80,49 @@ def _why_not(layer):
     if getattr(layer, "dora_enabled", False):
         return "DoRA is enabled: merge or drop the adapter first"
     config = layer.get_config()
-    if config.get("groups", 1) != 1:
-        return f"grouped convolution (groups={config['groups']})"
+    groups = config.get("groups", 1)
+    if groups != 1 and not _is_depthwise(layer):
+        return (f"grouped convolution (groups={groups}, neither 1 nor the "
+                "number of input channels)")
     # Any other argument in use (a newer Keras's, say) would be lost.
+    arguments = _COUNTERPARTS[type(layer)][2]
     for key, value in config.items():
-        if key not in _arguments(layer) and value not in (None, False):
+        if key not in arguments and value not in (None, False):
             return (f"its argument {key}={value!r} has no quadratic "
                     "counterpart")
     return None
 
 
-def _quadratic_layer(layer, neuron):
+def _is_depthwise(layer):
+    """Whether `layer` is a ConvND with one group per input channel (as
+    ConvNeXt writes its depthwise convolutions): a depthwise convolution
+    with `depth_multiplier = filters // groups`, the same output channels
+    in the same order."""
+    return (type(layer) in _DEPTHWISE_OF and layer.groups != 1
+            and layer.kernel.shape[-2] == 1)  # one input channel per group
+
+
+_DEPTHWISE_OF = {keras.layers.Conv1D: keras.layers.DepthwiseConv1D,
+                 keras.layers.Conv2D: keras.layers.DepthwiseConv2D}
+# ConvND(groups=channels) -> DepthwiseConvND: its arguments by their names.
+_AS_DEPTHWISE = {"kernel_initializer": "depthwise_initializer",
+                 "kernel_regularizer": "depthwise_regularizer",
+                 "kernel_constraint": "depthwise_constraint"}
+
+
+def _quadratic_layer(layer, neuron, quadratic_pointwise):
+    full, compact, arguments, _ = _COUNTERPARTS[type(layer)]
     config = layer.get_config()
-    config = {key: config[key] for key in _arguments(layer) if key in config}
-    full, compact = _COUNTERPARTS[type(layer)]
+    config = {key: config[key] for key in arguments if key in config}
+    if _is_depthwise(layer):
+        full, compact, _, _ = _COUNTERPARTS[_DEPTHWISE_OF[type(layer)]]
+        config["depth_multiplier"] = config.pop("filters") // config.pop(
+            "groups")
+        config = {_AS_DEPTHWISE.get(key, key): value
+                  for key, value in config.items()}
     cls = getattr(quadratic_layers, compact if neuron == "compact" else full)
+    if issubclass(cls, quadratic_layers.BaseQuadraticSeparableConv):
+        config["quadratic_pointwise"] = bool(quadratic_pointwise(layer))
     return cls.from_config(config)
 
 
@@ -88,8 +136,10 @@ def _is_functional(model):
         for cls in type(model).__mro__)
 
 
-def quadratize(model, neuron="quadratic", layers=None):
-    """Returns a copy of `model` whose Conv/Dense layers are quadratic.
+def quadratize(model, neuron="quadratic", layers=None,
+               quadratic_pointwise=False):
+    """Returns a copy of `model` whose convolution and Dense layers are
+    quadratic.
 
     ReLinear's conventional-model initialization: each converted layer keeps
     the original's `kernel` and `bias` as its linear part and gets the
@@ -106,23 +156,34 @@ def quadratize(model, neuron="quadratic", layers=None):
 
     Args:
         model: a built Sequential or Functional Keras model (nested models,
-            shared layers and multiple inputs/outputs are fine).
+            shared layers, multiple inputs/outputs and operations on
+            symbolic tensors, as in `keras.applications`, are fine).
         neuron: "quadratic" (full neuron, default) or "compact".
         layers: which layers to convert: None (default: every `Conv1D`,
-            `Conv2D`, `Conv3D` and `Dense`), a list of layer names, or a
-            predicate `f(layer) -> bool`.
+            `Conv2D`, `Conv3D`, `Dense`, `DepthwiseConv1D/2D` and
+            `SeparableConv1D/2D`), a list of layer names, or a predicate
+            `f(layer) -> bool`.
+        quadratic_pointwise: for a converted `SeparableConv1D/2D`, whether
+            its pointwise (1x1) part becomes quadratic too: False (default),
+            True, or a predicate `f(layer) -> bool` of the Keras layer. Its
+            depthwise part is always quadratic. The default keeps the
+            quadratic terms where they are cheap: they add two depthwise
+            kernels, while the pointwise kernel, most of the layer's
+            weights, would triple.
 
     Returns:
         A new model; `model` is not modified. Layers that match the
-        selection but cannot be converted (grouped, depthwise, separable or
-        transposed convolutions, `EinsumDense`, quantized layers, layers
-        with a LoRA or DoRA adapter or with an argument the quadratic layer
-        does not take) are kept as they are and listed, with the reason, in
-        a warning.
+        selection but cannot be converted (grouped or transposed
+        convolutions, `EinsumDense`, quantized layers, layers with a LoRA
+        or DoRA adapter or with an argument the quadratic layer does not
+        take) are kept as they are and listed, with the reason, in a
+        warning.
 
     Raises:
         ValueError: for a subclassed model (its layer graph cannot be
             rebuilt), an unbuilt model, or an unknown `neuron`.
+        TypeError: for a `quadratic_pointwise` that is neither a bool nor
+            callable.
 
     Example:
 
@@ -163,10 +224,24 @@ def quadratize(model, neuron="quadratic", layers=None):
         names = set(layers) if not isinstance(layers, str) else {layers}
         selected = lambda layer: layer.name in names  # noqa: E731
 
+    if isinstance(quadratic_pointwise, bool):
+        pointwise = lambda layer: quadratic_pointwise  # noqa: E731
+    elif callable(quadratic_pointwise):
+        pointwise = quadratic_pointwise
+    else:
+        raise TypeError(
+            "quadratize: argument `quadratic_pointwise` must be True, False "
+            "or a predicate f(layer) -> bool. Received: "
+            f"quadratic_pointwise={quadratic_pointwise!r}")
+
     pairs = []
     skipped = []
 
     def clone(layer):
+        if not isinstance(layer, keras.layers.Layer):
+            # An operation applied to symbolic tensors (`x + 3.0` makes an
+            # `Add` node): no weights; cloned as Keras's own clone does.
+            return layer.__class__.from_config(layer.get_config())
         convert = (
             not isinstance(layer, keras.Model)
             and isinstance(layer, _LINEAR_MAP_LAYERS)
@@ -174,7 +249,7 @@ def quadratize(model, neuron="quadratic", layers=None):
         )
         reason = _why_not(layer) if convert else None
         if convert and reason is None:
-            new = _quadratic_layer(layer, neuron)
+            new = _quadratic_layer(layer, neuron, pointwise)
         else:
             if convert:
                 skipped.append(f"{layer.name} ({reason})")
@@ -189,9 +264,15 @@ def quadratize(model, neuron="quadratic", layers=None):
             # Copies: on JAX, assigning the variable itself would share its
             # buffer, which the new model's compiled steps may donate (the
             # original model then fails with "Array has been deleted").
-            new.kernel.assign(keras.ops.convert_to_numpy(old.kernel))
-            if old.use_bias:
-                new.bias.assign(keras.ops.convert_to_numpy(old.bias))
+            for weight in _COUNTERPARTS[type(old)][3]:
+                if getattr(old, weight) is not None:
+                    target = getattr(new, weight)
+                    # (a grouped kernel (..., 1, filters) as a depthwise
+                    # one (..., channels, depth_multiplier): the same
+                    # values in the same order)
+                    target.assign(np.reshape(
+                        keras.ops.convert_to_numpy(getattr(old, weight)),
+                        target.shape))
         else:
             new.set_weights(old.get_weights())
         new.trainable = old.trainable

@@ -1,13 +1,17 @@
 import os
+import sys
 
 import keras
 import numpy as np
 import pytest
 from conftest import random
 from conftest import to_numpy
+from examples_util import ROOT
 
 import keras_quadratic as kq
 from keras_quadratic import quadratize
+
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 
 def _train_a_little(model, x, y):
@@ -35,7 +39,11 @@ def _functional():
     h = keras.layers.Add()([h, shared(h)])  # residual + shared layer
     h = keras.layers.Conv2D(4, 3, strides=2, activation="relu",
                             dilation_rate=1, name="conv")(h)
-    h = keras.layers.DepthwiseConv2D(3, name="depthwise")(h)
+    h = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2,
+                                     name="depthwise")(h)
+    h = keras.layers.SeparableConv2D(4, 3, padding="same",
+                                     name="separable")(h)
+    h = keras.layers.Conv2DTranspose(3, 2, name="transposed")(h)
     h = keras.layers.GlobalAveragePooling2D()(h)
     return keras.Model(inputs, keras.layers.Dense(2, name="head")(h))
 
@@ -85,11 +93,14 @@ def test_functional_with_residual_shared_and_batchnorm():
     model = _functional()
     x = random((8, 8, 8, 3))
     _train_a_little(model, x, random((8, 2), 1))
-    with pytest.warns(UserWarning, match="depthwise"):
+    with pytest.warns(UserWarning, match="transposed .Conv2DTranspose"):
         q = quadratize(model)
     _assert_same_outputs(model, q, x)
     assert isinstance(q.get_layer("shared"), kq.QuadraticConv2D)
-    assert isinstance(q.get_layer("depthwise"), keras.layers.DepthwiseConv2D)
+    assert isinstance(q.get_layer("depthwise"), kq.QuadraticDepthwiseConv2D)
+    assert isinstance(q.get_layer("separable"), kq.QuadraticSeparableConv2D)
+    assert type(q.get_layer("separable").pointwise) is keras.layers.Conv2D
+    assert type(q.get_layer("transposed")) is keras.layers.Conv2DTranspose
     bn = [layer for layer in q.layers
           if isinstance(layer, keras.layers.BatchNormalization)][0]
     original_bn = [layer for layer in model.layers
@@ -135,19 +146,87 @@ def test_multi_input_output_and_nested_models():
     assert isinstance(q.get_layer("frozen"), kq.QuadraticDense)
 
 
-def test_keras_applications_model():
-    model = keras.applications.MobileNetV2(
-        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=5)
-    x = random((2, 32, 32, 3))
-    with pytest.warns(UserWarning, match="DepthwiseConv2D"):
-        q = quadratize(model)
-    converted = [layer for layer in q.layers
-                 if isinstance(layer, kq.layers.QuadraticLayer)]
-    assert len(converted) == sum(
-        type(layer) in (keras.layers.Conv2D, keras.layers.Dense)
-        for layer in model.layers)
-    np.testing.assert_allclose(to_numpy(q(x)), to_numpy(model(x)),
-                               rtol=1e-4, atol=1e-5)
+# The representative set of issue #14 (benchmarks/quadratize_applications.py
+# lists all of keras.applications): ops on symbolic tensors (MobileNetV3's
+# hard sigmoid, ConvNeXt's layer scale), grouped convolutions that are
+# depthwise (ConvNeXt), separable (Xception) and depthwise ones
+# (EfficientNetV2), dense connectivity (DenseNet), pre-activation ResNets.
+APPLICATIONS = ["ResNet50V2", "MobileNetV3Small", "ConvNeXtTiny", "Xception",
+                "EfficientNetV2B0", "DenseNet121"]
+
+
+@pytest.mark.parametrize("name", APPLICATIONS)
+def test_keras_applications_convert_whole_with_equal_outputs(name):
+    import quadratize_applications as apps
+
+    model = apps.build_application(name)
+    row, q = apps.compare(model)
+    assert row["left_unchanged"] == []
+    assert row["converted"] == row["linear_map_layers"] > 0
+    assert row["max_abs_output"] > 0
+    # tolerance as in the other tests, relative to the output's scale
+    # (random-init logits range from 1e-11 to 1e3)
+    assert row["max_abs_difference"] <= 1e-5 * row["max_abs_output"]
+    assert row["quadratic_params"] > row["params"]
+    kinds = {type(layer).__name__ for layer in q.layers}
+    assert not kinds & {"Conv2D", "Dense", "DepthwiseConv2D",
+                        "SeparableConv2D"}, kinds
+
+
+def test_operations_in_a_functional_model_are_cloned():
+    # `h + 3.0` and ops.relu6 on symbolic tensors make operation nodes
+    # (not layers): Keras's clone hands them to the clone function too.
+    inputs = keras.Input((6, 6, 2))
+    h = keras.layers.Conv2D(3, 3, name="conv")(inputs)
+    h = keras.ops.relu6(h + 3.0) / 6.0 * h
+    outputs = keras.layers.Dense(2, name="head")(
+        keras.layers.Flatten()(h))
+    model = keras.Model(inputs, outputs)
+    q = quadratize(model)
+    assert isinstance(q.get_layer("conv"), kq.QuadraticConv2D)
+    assert isinstance(q.get_layer("head"), kq.QuadraticDense)
+    _assert_same_outputs(model, q, random((3, 6, 6, 2)))
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_grouped_convolution_with_one_group_per_channel_is_depthwise(rank):
+    conv = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D}[rank]
+    inputs = keras.Input((7,) * rank + (4,))
+    h = conv(8, 3, groups=4, padding="same", name="depthwise_like",
+             kernel_regularizer="l2")(inputs)
+    h = conv(4, 1, groups=2, name="grouped")(h)  # two channels per group
+    model = keras.Model(inputs, h)
+    with pytest.warns(UserWarning, match="grouped .grouped convolution "
+                                         ".groups=2"):
+        q = quadratize(model, neuron="compact")
+    converted = q.get_layer("depthwise_like")
+    depthwise = {1: kq.CompactQuadraticDepthwiseConv1D,
+                 2: kq.CompactQuadraticDepthwiseConv2D}[rank]
+    assert type(converted) is depthwise
+    assert converted.depth_multiplier == 2
+    assert isinstance(converted.kernel_regularizer, keras.regularizers.L2)
+    assert type(q.get_layer("grouped")) is conv
+    _assert_same_outputs(model, q, random((2,) + (7,) * rank + (4,)))
+
+
+def test_pointwise_part_of_separable_layers_as_chosen():
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.SeparableConv2D(4, 3, name="first")(inputs)
+    h = keras.layers.SeparableConv2D(4, 3, name="second")(h)
+    model = keras.Model(inputs, h)
+    x = random((2, 8, 8, 3))
+    for choice, expected in [
+        (False, (keras.layers.Conv2D, keras.layers.Conv2D)),
+        (True, (kq.QuadraticConv2D, kq.QuadraticConv2D)),
+        (lambda layer: layer.name == "second",
+         (keras.layers.Conv2D, kq.QuadraticConv2D)),
+    ]:
+        q = quadratize(model, quadratic_pointwise=choice)
+        assert tuple(type(q.get_layer(name).pointwise)
+                     for name in ("first", "second")) == expected
+        _assert_same_outputs(model, q, x)
+    with pytest.raises(TypeError, match="quadratic_pointwise"):
+        quadratize(model, quadratic_pointwise="yes")
 
 
 def test_subclassed_model_is_refused():
