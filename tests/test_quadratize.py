@@ -263,7 +263,11 @@ def test_quadratized_model_trains_with_relinear_and_round_trips(tmp_path):
     np.testing.assert_array_equal(to_numpy(loaded(x)), to_numpy(q(x)))
 
 
-def test_finetune_example_on_mock_data(tmp_path):
+@pytest.mark.parametrize("gamma", ["0", "0.01"])
+def test_finetune_example_on_mock_data_with_its_control(tmp_path, gamma):
+    """With gamma 0 the quadratic terms stay frozen at their ReLinear values,
+    so the quadratized model must train exactly as its control: the same
+    batches, augmentations, optimizer and seed."""
     import json
 
     from examples_util import run_example
@@ -271,15 +275,27 @@ def test_finetune_example_on_mock_data(tmp_path):
     out = str(tmp_path / "ft")
     result = run_example("finetune", [
         "--mock-data", "--mock-examples", "64", "--batch-size", "32",
-        "--depth", "8", "--pretrain-epochs", "1", "--epochs", "2",
-        "--verbose", "0", "--output-dir", out])
+        "--width", "8", "--pretrain-epochs", "1", "--epochs", "2",
+        "--gamma-g", gamma, "--gamma-b", gamma, "--verbose", "0",
+        "--output-dir", out])
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "control (conventional)" in result.stdout
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
     assert summary["quadratized_accuracy"] == pytest.approx(
         summary["conventional_accuracy"], abs=1e-6)
+    assert summary["quadratize"] == "depthwise"
+    assert summary["quadratic_layers"] == 6  # the six DepthwiseConv2D
     assert len(summary["accuracy_per_epoch"]) == 2
     assert summary["quadratic_params"] > summary["conventional_params"]
+    for name in ("curves.png", "relinear.png", "quadratized.keras"):
+        assert os.path.getsize(os.path.join(out, name)) > 0
+    if gamma == "0":
+        assert summary["relinear_gate"] == 0 == summary["relinear_square"]
+        assert summary["accuracy_per_epoch"] == pytest.approx(
+            summary["control_accuracy_per_epoch"], abs=1e-6)
+    else:
+        assert summary["relinear_gate"] > 0 and summary["relinear_square"] > 0
 
 
 def _dense_model():
