@@ -225,30 +225,51 @@ def pipeline(dataset, batch_size, training, data_format, seed):
         dataset = dataset.shuffle(10_000, seed=seed)
     dataset = dataset.batch(batch_size, drop_remainder=training)
 
-    def prepare(images, labels):
-        if training:
-            images = augment_batch(images)
-        return normalize_batch(images, data_format), labels
+    if training:
+        # The crops and flips are drawn here, in batch order (a sequential
+        # map), so that the seed fixes them; a random op in the parallel map
+        # below would draw in whatever order its threads run.
+        dataset = dataset.map(
+            lambda images, labels: (images, labels,
+                                    augmentation_draws(images)))
+
+        def prepare(images, labels, draws):
+            images = augment_batch(images, draws=draws)
+            return normalize_batch(images, data_format), labels
+    else:
+        def prepare(images, labels):
+            return normalize_batch(images, data_format), labels
 
     return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
         tf.data.AUTOTUNE)
 
 
-def augment_batch(images, padding=4):
-    """Random crop of each image after zero padding (black, as the original
-    pads the uint8 image) and random horizontal flip, vectorized over a
-    batch of channels_last images."""
+def augmentation_draws(images, padding=4):
+    """A random crop offset (rows, columns) and a random horizontal flip for
+    each image of a batch."""
     import tensorflow as tf
 
-    shape = tf.shape(images)
-    batch, height, width = shape[0], shape[1], shape[2]
-    padded = tf.pad(images, [[0, 0], [padding, padding],
-                             [padding, padding], [0, 0]])
+    batch = tf.shape(images)[0]
     offsets = tf.random.uniform((batch, 2), 0, 2 * padding + 1,
                                 dtype=tf.int32)
+    return offsets, tf.random.uniform((batch, 1)) < 0.5
+
+
+def augment_batch(images, padding=4, draws=None):
+    """Random crop of each image after zero padding (black, as the original
+    pads the uint8 image) and random horizontal flip, vectorized over a
+    batch of channels_last images; `draws` are `augmentation_draws`'s
+    (drawn here when None)."""
+    import tensorflow as tf
+
+    offsets, flip = (augmentation_draws(images, padding) if draws is None
+                     else draws)
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    padded = tf.pad(images, [[0, 0], [padding, padding],
+                             [padding, padding], [0, 0]])
     rows = offsets[:, :1] + tf.range(height)[None]
     columns = offsets[:, 1:] + tf.range(width)[None]
-    flip = tf.random.uniform((batch, 1)) < 0.5
     columns = tf.where(flip, columns[:, ::-1], columns)
     images = tf.gather(padded, rows, axis=1, batch_dims=1)
     return tf.gather(images, columns, axis=2, batch_dims=1)

@@ -6,13 +6,13 @@
    (`--model`).
 2. The control: a copy of it fine-tuned for `--epochs` with the optimizer
    below, unchanged.
-3. The quadratic model: `quadratize` (by default only the depthwise
-   convolutions, `--quadratize depthwise`; `all` converts every Conv/Dense
-   too), whose test accuracy right after the conversion equals the
-   conventional one, fine-tuned for the same epochs with the same optimizer
-   (ReLinearOptimizer over SGD with momentum; on the control, which has no
-   quadratic weights, that is plain SGD), the same seed and the same
-   batches.
+3. The quadratic model: `quadratize` (`--quadratize depthwise`, the
+   default for a model with depthwise convolutions: only those; `all`, the
+   default otherwise: every Conv/Dense too), whose test accuracy right
+   after the conversion equals the conventional one, fine-tuned for the
+   same epochs with the same optimizer (ReLinearOptimizer over SGD with
+   momentum; on the control, which has no quadratic weights, that is plain
+   SGD), the same seed and the same batches (order, crops and flips).
 
 It prints the final-epoch test accuracies of both side by side and writes
 `summary.json`, `curves.png` (test accuracy per epoch, control and
@@ -166,19 +166,22 @@ def main(argv=None):
         history = model.fit(train_ds(), validation_data=test_ds,
                             epochs=args.epochs, verbose=args.verbose,
                             shuffle=False, callbacks=list(callbacks))
-        return [float(a) for a in history.history["val_accuracy"]]
+        return ([float(a) for a in history.history["val_accuracy"]],
+                [float(a) for a in history.history["loss"]])
 
     control = keras.models.clone_model(conventional)
     control.set_weights(conventional.get_weights())
     print(f"Fine-tuning the control ({conventional.name}, unchanged) for "
           f"{args.epochs} epoch(s)")
-    control_curve = fine_tune(control)
+    control_curve, control_loss = fine_tune(control)
 
     def depthwise(layer):
+        if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
+            # ConvNeXt's depthwise: one group per input channel
+            return layer.groups > 1 and layer.kernel.shape[-2] == 1
         return isinstance(layer, (
             keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
-            keras.layers.SeparableConv1D, keras.layers.SeparableConv2D,
-        )) or getattr(layer, "groups", 1) > 1  # ConvNeXt's depthwise
+            keras.layers.SeparableConv1D, keras.layers.SeparableConv2D))
 
     if args.quadratize is None:
         has_depthwise = any(depthwise(layer)
@@ -197,7 +200,7 @@ def main(argv=None):
     monitor = kq.callbacks.QuadraticMonitor(
         plot_path=os.path.join(args.output_dir, "relinear.png"))
     print(f"Fine-tuning the quadratic model for {args.epochs} epoch(s)")
-    quadratic_curve = fine_tune(model, [monitor])
+    quadratic_curve, quadratic_loss = fine_tune(model, [monitor])
 
     print(f"\nfinal test accuracy after {args.epochs} fine-tuning epoch(s) "
           f"(conventional before: {before:.4f})")
@@ -215,6 +218,8 @@ def main(argv=None):
         "quadratized_accuracy": float(after),
         "control_accuracy_per_epoch": control_curve,
         "accuracy_per_epoch": quadratic_curve,
+        "control_loss_per_epoch": control_loss,
+        "loss_per_epoch": quadratic_loss,
         "control_final_accuracy": control_curve[-1],
         "quadratic_final_accuracy": quadratic_curve[-1],
         "conventional_params": int(conventional.count_params()),

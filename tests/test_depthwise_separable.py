@@ -158,8 +158,9 @@ def test_separable_at_init_equals_keras_and_random_equals_float64(
     else:
         expected = pointwise(hidden, point["kernel"])
         if use_bias:
-            expected += (point["bias"].reshape((-1,) + (1,) * rank) if cf
-                         else point["bias"])
+            # the linear pointwise part's bias is the layer's own weight
+            expected += (weights["bias"].reshape((-1,) + (1,) * rank) if cf
+                         else weights["bias"])
     y = to_numpy(layer(x))
     assert y.shape == expected.shape == tuple(layer.compute_output_shape(
         x.shape))
@@ -177,7 +178,7 @@ def test_weights_their_groups_and_names():
         "sep/sep_depthwise/gate_bias": "gate",
         "sep/sep_depthwise/square_kernel": "square",
         "sep/sep_pointwise/kernel": None,
-        "sep/sep_pointwise/bias": None,
+        "sep/bias": None,
     }
     assert tuple(layer.depthwise_kernel.shape) == (3, 3, 4, 2)
     assert tuple(layer.pointwise_kernel.shape) == (1, 1, 8, 6)
@@ -357,8 +358,10 @@ def test_symbolic_shapes(layer, input_shape, expected):
     [
         (lambda: kq.QuadraticDepthwiseConv2D(3, depth_multiplier=0),
          ValueError, "depth_multiplier"),
-        (lambda: kq.QuadraticDepthwiseConv1D(3, padding="causal"),
+        (lambda: kq.QuadraticDepthwiseConv2D(3, padding="causal"),
          ValueError, "padding"),
+        (lambda: kq.QuadraticSeparableConv2D(4, 3, kernel_initializer="ones"),
+         TypeError, "pointwise"),
         (lambda: kq.QuadraticDepthwiseConv2D(3, kernel_initializer="ones"),
          TypeError, "depthwise_initializer"),
         (lambda: kq.CompactQuadraticDepthwiseConv2D(
@@ -406,3 +409,67 @@ def test_positional_arguments_line_up_with_keras(cls, keras_cls, args):
     rank = 2 if keras_cls is keras.layers.DepthwiseConv2D else 1
     x = random((2,) + (8,) * rank + (3,))
     assert tuple(layer(x).shape) == tuple(keras_layer(x).shape)
+
+
+def _frozen_separable_model():
+    return keras.Sequential([
+        keras.Input((8, 8, 3)),
+        kq.QuadraticSeparableConv2D(4, 3, trainable=False, name="frozen"),
+        keras.layers.Flatten(), keras.layers.Dense(2)])
+
+
+def test_a_frozen_separable_layer_stays_frozen(tmp_path):
+    """Its parts are frozen with it: at construction, after a .keras round
+    trip, in a clone, and when quadratize converts a frozen Keras layer."""
+    model = _frozen_separable_model()
+    assert len(model.trainable_weights) == 2  # the Dense's
+    path = os.path.join(tmp_path, "frozen.keras")
+    model.save(path)
+    for copy in (keras.saving.load_model(path),
+                 keras.models.clone_model(model)):
+        assert len(copy.trainable_weights) == 2
+    inputs = keras.Input((8, 8, 3))
+    separable = keras.layers.SeparableConv2D(4, 3, name="sep")
+    separable.trainable = False
+    keras_model = keras.Model(inputs, keras.layers.Dense(2)(
+        keras.layers.Flatten()(separable(inputs))))
+    q = kq.quadratize(keras_model)
+    before = [to_numpy(w) for w in q.get_layer("sep").weights]
+    assert q.get_layer("sep").trainable_weights == []
+    assert len(q.trainable_weights) == 6  # the quadratic Dense's
+    q.compile(keras.optimizers.SGD(0.1), "mse")
+    q.fit(random((4, 8, 8, 3)), random((4, 2), 1), epochs=1, verbose=0)
+    for w, b in zip(q.get_layer("sep").weights, before):
+        np.testing.assert_array_equal(to_numpy(w), b)
+
+
+@pytest.mark.parametrize("quadratic_pointwise", [False, True])
+def test_channels_first_bias_when_a_spatial_size_equals_the_filters(
+        quadratic_pointwise):
+    """Keras 3.15's TensorFlow Conv adds a channels_first bias on the wrong
+    axis when the last spatial size equals the number of filters; ours
+    must not (compared with the float64 reference on every backend)."""
+    x = random((2, 3, 4, 5))  # channels_first, last spatial size 5
+    layer = kq.QuadraticSeparableConv2D(
+        5, 1, data_format="channels_first",
+        quadratic_pointwise=quadratic_pointwise)
+    layer.build(x.shape)
+    weights = _randomize(layer)
+    depthwise, point = _part(weights, "_depthwise"), _part(weights,
+                                                           "_pointwise")
+    if not quadratic_pointwise:
+        point["bias"] = weights["bias"]
+    ones = (1, 1)
+
+    def linear(inputs, kernel):
+        return conv_nd(inputs, kernel, ones, "valid", ones, True)
+
+    hidden = quadratic(lambda a, k: depthwise_nd(a, k, ones, "valid", ones,
+                                                 True),
+                       x, depthwise, False, False, True)
+    expected = (quadratic(linear, hidden, point, False, True, True)
+                if quadratic_pointwise
+                else linear(hidden, point["kernel"])
+                + point["bias"].reshape(-1, 1, 1))
+    np.testing.assert_allclose(to_numpy(layer(x)), expected, rtol=1e-4,
+                               atol=1e-4)

@@ -209,6 +209,16 @@ def test_grouped_convolution_with_one_group_per_channel_is_depthwise(rank):
     _assert_same_outputs(model, q, random((2,) + (7,) * rank + (4,)))
 
 
+def test_causal_grouped_conv1d_converts_to_a_causal_depthwise_one():
+    inputs = keras.Input((9, 4))
+    model = keras.Model(inputs, keras.layers.Conv1D(
+        4, 3, groups=4, padding="causal", dilation_rate=2)(inputs))
+    q = quadratize(model)
+    assert type(q.layers[-1]) is kq.QuadraticDepthwiseConv1D
+    assert q.layers[-1].padding == "causal"
+    _assert_same_outputs(model, q, random((2, 9, 4)))
+
+
 def test_pointwise_part_of_separable_layers_as_chosen():
     inputs = keras.Input((8, 8, 3))
     h = keras.layers.SeparableConv2D(4, 3, name="first")(inputs)
@@ -292,10 +302,15 @@ def test_finetune_example_on_mock_data_with_its_control(tmp_path, gamma):
         assert os.path.getsize(os.path.join(out, name)) > 0
     if gamma == "0":
         assert summary["relinear_gate"] == 0 == summary["relinear_square"]
+        # (mock data's accuracy hardly moves: the training loss shows it)
+        assert summary["loss_per_epoch"] == pytest.approx(
+            summary["control_loss_per_epoch"], rel=1e-5)
         assert summary["accuracy_per_epoch"] == pytest.approx(
             summary["control_accuracy_per_epoch"], abs=1e-6)
     else:
         assert summary["relinear_gate"] > 0 and summary["relinear_square"] > 0
+        assert summary["loss_per_epoch"] != pytest.approx(
+            summary["control_loss_per_epoch"], rel=1e-5)
 
 
 def _dense_model():

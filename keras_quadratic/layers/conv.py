@@ -45,8 +45,6 @@ class QuadraticConvolution(QuadraticLayer):
     the number of output channels; `rank` is the number of spatial
     dimensions."""
 
-    paddings = ("valid", "same")
-
     def __init__(
         self,
         rank,
@@ -72,10 +70,11 @@ class QuadraticConvolution(QuadraticLayer):
                 f"dilation_rate={self.dilation_rate}"
             )
         padding = padding.lower() if isinstance(padding, str) else padding
-        if padding not in self.paddings:
+        paddings = _PADDINGS + (("causal",) if rank == 1 else ())
+        if padding not in paddings:
             raise ValueError(
-                f"{layer}: argument `padding` must be one of "
-                f"{self.paddings}. Received: padding={padding!r}"
+                f"{layer}: argument `padding` must be one of {paddings}. "
+                f"Received: padding={padding!r}"
             )
         self.padding = padding
         if data_format is None:
@@ -215,10 +214,6 @@ class BaseQuadraticConv(QuadraticConvolution):
                          padding=padding, data_format=data_format,
                          dilation_rate=dilation_rate, **kwargs)
         self.filters = filters
-
-    @property
-    def paddings(self):
-        return _PADDINGS + (("causal",) if self.rank == 1 else ())
 
     def _kernel_shape(self, channels):
         return self.kernel_size + (channels, self.filters)

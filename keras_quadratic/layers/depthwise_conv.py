@@ -121,9 +121,9 @@ _LINEAR_ARGS = """
             convolution window.
         strides: int or tuple of {ints}, the stride of the convolution.
             `strides > 1` cannot be combined with `dilation_rate > 1`.
-        padding: "valid" or "same" (case-insensitive). "valid": no
+        padding: {paddings} (case-insensitive). "valid": no
             padding; "same": evenly padded so that the output has the
-            input's size when `strides=1`.
+            input's size when `strides=1`.{causal}
         depth_multiplier: int, the number of output channels per input
             channel: the output has `channels * depth_multiplier`.
         data_format: "channels_last" (inputs `(batch, {spatial}, channels)`)
@@ -180,6 +180,11 @@ def _documented(cls):
         rank=rank, spatial=spatial, ndim=rank + 2, name=cls.__name__,
         new_spatial=", ".join(f"new_{d}" for d in spatial.split(", ")),
         ints="one int" if rank == 1 else f"{rank} ints",
+        paddings='"valid", "same" or "causal"' if rank == 1
+        else '"valid" or "same"',
+        causal='\n            "causal" (beyond DepthwiseConv1D\'s): padded at the start'
+        "\n            only, so that output `t` depends on the inputs up to `t`."
+        if rank == 1 else "",
         bias_note=" (the neuron's one bias)" if compact
         else " and `square_bias`",
         example_shape=", ".join(["10"] * rank),

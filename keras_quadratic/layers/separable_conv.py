@@ -85,12 +85,18 @@ class BaseQuadraticSeparableConv(keras.layers.Layer):
         relinear_regularizer=None,
         **kwargs,
     ):
+        layer = type(self).__name__
+        given = sorted(key for key in kwargs if key.startswith("kernel_"))
+        if given:
+            raise TypeError(
+                f"{layer}: unexpected arguments {given}; the kernels' are "
+                "depthwise_* and pointwise_*, as in "
+                "keras.layers.SeparableConv2D.")
         neuron = {key: kwargs.pop(key) for key in _NEURON_ARGUMENTS
                   if key in kwargs}
         super().__init__(
             activity_regularizer=keras.regularizers.get(activity_regularizer),
             **kwargs)
-        layer = type(self).__name__
         if not isinstance(quadratic_pointwise, bool):
             raise TypeError(
                 f"{layer}: argument `quadratic_pointwise` must be True or "
@@ -112,27 +118,39 @@ class BaseQuadraticSeparableConv(keras.layers.Layer):
                 depthwise_constraint=depthwise_constraint,
                 relinear_regularizer=relinear_regularizer,
                 name=f"{self.name}_depthwise", dtype=self.dtype_policy,
-                **neuron)
+                trainable=self.trainable, **neuron)
         except (TypeError, ValueError) as error:
             # Name the layer the user made, not its part.
             raise type(error)(
                 str(error).replace(depthwise_cls.__name__, layer)) from None
         pointwise = dict(
             filters=filters, kernel_size=1,
-            data_format=self.depthwise.data_format, use_bias=use_bias,
+            data_format=self.depthwise.data_format,
             kernel_initializer=pointwise_initializer,
-            bias_initializer=bias_initializer,
             kernel_regularizer=pointwise_regularizer,
-            bias_regularizer=bias_regularizer,
             kernel_constraint=pointwise_constraint,
-            bias_constraint=bias_constraint,
-            name=f"{self.name}_pointwise", dtype=self.dtype_policy)
+            name=f"{self.name}_pointwise", dtype=self.dtype_policy,
+            trainable=self.trainable)
+        bias = dict(bias_initializer=bias_initializer,
+                    bias_regularizer=bias_regularizer,
+                    bias_constraint=bias_constraint)
         if quadratic_pointwise:
             self.pointwise = _POINTWISE[(rank, self.compact)](
-                relinear_regularizer=relinear_regularizer, **pointwise,
-                **neuron)
+                use_bias=use_bias, relinear_regularizer=relinear_regularizer,
+                **pointwise, **bias, **neuron)
         else:
-            self.pointwise = _LINEAR_POINTWISE[rank](**pointwise)
+            # Without its bias: added here by broadcasting, as the quadratic
+            # convolutions add theirs (on TensorFlow, Keras 3.15's Conv adds
+            # a channels_first bias on the wrong axis when the last spatial
+            # size equals the number of filters).
+            self.pointwise = _LINEAR_POINTWISE[rank](use_bias=False,
+                                                     **pointwise)
+            self._bias_arguments = {
+                key: getattr(keras, kind).get(value)
+                for (key, value), kind in zip(
+                    bias.items(), ("initializers", "regularizers",
+                                   "constraints"))}
+        self._linear_bias = None
         self.input_spec = keras.layers.InputSpec(ndim=rank + 2)
 
     # Keras's SeparableConv names for the weights.
@@ -146,7 +164,9 @@ class BaseQuadraticSeparableConv(keras.layers.Layer):
 
     @property
     def bias(self):
-        return self.pointwise.bias
+        if self.quadratic_pointwise:
+            return self.pointwise.bias
+        return self._linear_bias
 
     @property
     def data_format(self):
@@ -156,9 +176,22 @@ class BaseQuadraticSeparableConv(keras.layers.Layer):
         self.depthwise.build(input_shape)
         self.input_spec = self.depthwise.input_spec
         self.pointwise.build(self.depthwise.compute_output_shape(input_shape))
+        self._linear_bias = None
+        if self.use_bias and not self.quadratic_pointwise:
+            arguments = self._bias_arguments
+            self._linear_bias = self.add_weight(
+                name="bias", shape=(self.filters,),
+                initializer=arguments["bias_initializer"],
+                regularizer=arguments["bias_regularizer"],
+                constraint=arguments["bias_constraint"], dtype=self.dtype)
 
     def call(self, inputs):
         outputs = self.pointwise(self.depthwise(inputs))
+        if self._linear_bias is not None:
+            bias = self._linear_bias
+            if self.data_format == "channels_first":
+                bias = keras.ops.reshape(bias, (-1,) + (1,) * self.rank)
+            outputs = outputs + bias
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
@@ -180,6 +213,14 @@ class BaseQuadraticSeparableConv(keras.layers.Layer):
         config.update(
             {key: depthwise[key] for key in _NEURON_ARGUMENTS
              if not (self.compact and key in FULL_ONLY_ARGUMENTS)})
+        if self.quadratic_pointwise:
+            bias = {key: pointwise[key] for key in (
+                "bias_initializer", "bias_regularizer", "bias_constraint")}
+        else:
+            bias = {key: getattr(keras, kind).serialize(value)
+                    for (key, value), kind in zip(
+                        self._bias_arguments.items(),
+                        ("initializers", "regularizers", "constraints"))}
         config.update(
             filters=self.filters,
             activation=keras.activations.serialize(self.activation),
@@ -187,9 +228,7 @@ class BaseQuadraticSeparableConv(keras.layers.Layer):
             pointwise_initializer=pointwise["kernel_initializer"],
             pointwise_regularizer=pointwise["kernel_regularizer"],
             pointwise_constraint=pointwise["kernel_constraint"],
-            bias_initializer=pointwise["bias_initializer"],
-            bias_regularizer=pointwise["bias_regularizer"],
-            bias_constraint=pointwise["bias_constraint"],
+            **bias,
             activity_regularizer=keras.regularizers.serialize(
                 self.activity_regularizer),
             quadratic_pointwise=self.quadratic_pointwise,
@@ -234,7 +273,7 @@ _ARGS = """
         strides: int or tuple of {ints}, the stride of the depthwise
             convolution. `strides > 1` cannot be combined with
             `dilation_rate > 1`.
-        padding: "valid" or "same" (case-insensitive), of the depthwise
+        padding: {paddings} (case-insensitive), of the depthwise
             convolution.
         data_format: "channels_last" (inputs `(batch, {spatial}, channels)`)
             or "channels_first" (`(batch, channels, {spatial})`). Defaults
@@ -311,6 +350,8 @@ def _documented(cls):
         rank=rank, spatial=spatial, ndim=rank + 2, name=cls.__name__,
         new_spatial=", ".join(f"new_{d}" for d in spatial.split(", ")),
         ints="one int" if rank == 1 else f"{rank} ints",
+        paddings='"valid", "same" or "causal"' if rank == 1
+        else '"valid" or "same"',
         example_shape=", ".join(["10"] * rank),
         output_shape=", ".join(["8"] * rank),
         gate="" if compact else _GATE_ARGS,
