@@ -16,7 +16,9 @@ same output directory resumes from the last completed epoch.
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -50,8 +52,33 @@ def add_data_args(p):
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
 
 
+SCALING_OUT = """\
+Scaling out (--distribute): data parallel over every device of every
+process, on Keras's engines, configured by their standard variables only.
+--batch-size is the global batch, split over all devices; the learning-rate
+recipe is unchanged; process 0 alone writes the output directory (resuming
+reads its backup, so on several hosts put --output-dir on a shared file
+system). Prepare the dataset before starting several processes.
+
+  JAX, 2 processes on one machine (CPU or GPU):
+    export KERAS_BACKEND=jax KERAS_DISTRIBUTION_NUM_PROCESSES=2
+    export KERAS_DISTRIBUTION_JOB_ADDRESSES=localhost:12345
+    KERAS_DISTRIBUTION_PROCESS_ID=0 python examples/cifar10.py --distribute &
+    KERAS_DISTRIBUTION_PROCESS_ID=1 python examples/cifar10.py --distribute
+  JAX, N hosts: the same on each host, with N processes, process ids 0 to
+    N-1 and JOB_ADDRESSES=host0:port (process 0's host).
+  TensorFlow (MultiWorkerMirroredStrategy), one TF_CONFIG per process:
+    TF_CONFIG='{"cluster": {"worker": ["host0:12345", "host1:12345"]},
+                "task": {"type": "worker", "index": 0}}'  (index 1 on host1)
+  torch: not yet (Keras 3.15 has no torch distribution; a later Keras that
+    has one is used automatically).
+"""
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], epilog=SCALING_OUT,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(p)
     p.add_argument("--depth", type=int, default=20, help="6n+2")
     p.add_argument("--neuron", choices=("quadratic", "compact", "linear"),
@@ -86,7 +113,11 @@ def parse_args(argv=None):
                    help="Keras mixed precision; bf16 is the one to use on "
                    "recent GPUs (fp16 adds loss scaling)")
     p.add_argument("--distribute", action="store_true",
-                   help="data parallel over all local devices")
+                   help="data parallel over every device of every process "
+                   "(see 'Scaling out' below)")
+    p.add_argument("--distribute-timeout", type=float, default=120,
+                   help="with --distribute: seconds to wait for the other "
+                   "processes before failing")
     p.add_argument("--steps-per-execution", type=int, default=1,
                    help="training steps per compiled call (fewer host "
                    "round trips; JAX and TensorFlow only)")
@@ -212,7 +243,42 @@ def load_splits(args):
     return train, test, size
 
 
-def pipeline(dataset, batch_size, training, data_format, seed):
+def pad_to_whole_batches(dataset, batch_size):
+    """(image, label) -> (image, label, weight 1), then black images of
+    weight 0 up to a multiple of `batch_size`: the accuracy (a weighted
+    mean) is the dataset's own, and every batch splits evenly over the
+    processes. The loss averages over the padded batches."""
+    import tensorflow as tf
+
+    size = int(dataset.cardinality())
+    if size < 0:
+        size = sum(1 for _ in dataset)
+    dataset = dataset.map(lambda image, label: (image, label, 1.0))
+    missing = -size % batch_size
+    if missing:
+        image, label, _ = dataset.element_spec
+        pad = (tf.zeros(image.shape, image.dtype),
+               tf.zeros(label.shape, label.dtype), 0.0)
+        dataset = dataset.concatenate(
+            tf.data.Dataset.from_tensors(pad).repeat(missing))
+    return dataset
+
+
+def split_each_batch(dataset):
+    """Under TensorFlow's multi-worker strategy, every worker reads the
+    whole dataset and takes its part of each global batch (as Keras shards
+    for JAX), rather than reading some of the files: the workers see the
+    same number of batches, in the same global order."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    return dataset.with_options(options)
+
+
+def pipeline(dataset, batch_size, training, data_format, seed,
+             whole_batches=False):
     """tf.data over (uint8 image, label) pairs: caches the uint8 images
     (a quarter of float32's bytes), shuffles, batches, then works on whole
     batches: for training a random crop from the image zero-padded by 4
@@ -223,7 +289,10 @@ def pipeline(dataset, batch_size, training, data_format, seed):
     dataset = dataset.cache()
     if training:
         dataset = dataset.shuffle(10_000, seed=seed)
-    dataset = dataset.batch(batch_size, drop_remainder=training)
+    # (whole batches have a static batch size: what Keras's sharding over
+    # processes reads)
+    dataset = dataset.batch(batch_size,
+                            drop_remainder=training or whole_batches)
 
     if training:
         # The crops and flips are drawn here, in batch order (a sequential
@@ -233,12 +302,16 @@ def pipeline(dataset, batch_size, training, data_format, seed):
             lambda images, labels: (images, labels,
                                     augmentation_draws(images)))
 
-        def prepare(images, labels, draws):
+        def prepare_training(images, labels, draws):
             images = augment_batch(images, draws=draws)
             return normalize_batch(images, data_format), labels
+
+        prepare = prepare_training
     else:
-        def prepare(images, labels):
-            return normalize_batch(images, data_format), labels
+        def prepare_test(images, labels, *weights):
+            return (normalize_batch(images, data_format), labels, *weights)
+
+        prepare = prepare_test
 
     return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
         tf.data.AUTOTUNE)
@@ -332,6 +405,22 @@ def epoch_timer():
     return EpochTimer()
 
 
+def process_output_dir(out, topology):
+    """The directory this process writes to: `out` on process 0. The other
+    processes save the same models (under a multi-process distribution,
+    saving is a step every process takes) into a temporary directory of
+    their own, removed at the end, which starts as a copy of process 0's
+    backup so that they resume where it does."""
+    if topology.is_chief:
+        os.makedirs(out, exist_ok=True)
+        return out
+    private = tempfile.mkdtemp(prefix=f"process{topology.process_id}-")
+    backup = os.path.join(out, "backup")
+    if os.path.isdir(backup):
+        shutil.copytree(backup, os.path.join(private, "backup"))
+    return private
+
+
 def epoch_callbacks(out):
     """Backup for resuming, TensorBoard and the best model, all saving at
     the end of each epoch. Their per-batch hooks do not touch the model at
@@ -386,7 +475,9 @@ def build_and_compile(args, steps_per_epoch, num_classes, data_format):
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+        # weighted: the test set padded for several processes has examples
+        # of weight 0 (pad_to_whole_batches)
+        weighted_metrics=["accuracy"],
         auto_scale_loss=args.mixed_precision == "fp16",
         steps_per_execution=args.steps_per_execution,
         jit_compile={"auto": "auto", "true": True, "false": False}[
@@ -402,9 +493,16 @@ def main(argv=None, extra_callbacks=()):
     import keras_quadratic as kq
 
     backend = keras.backend.backend()
-    if args.distribute and backend == "torch":
-        fail("--distribute is not supported yet on the torch backend; use "
-             "KERAS_BACKEND=jax or tensorflow, or run without --distribute.")
+    topology = kq.distribute.Topology(devices=1, processes=1, process_id=0)
+    if args.distribute:
+        # First: the multi-process runtimes must start before anything
+        # computes.
+        try:
+            topology = kq.distribute.data_parallel(args.distribute_timeout)
+        except (ValueError, TimeoutError, RuntimeError) as error:
+            fail(f"--distribute: {error}")
+        if topology.processes > 1:
+            args.download = False  # no two processes preparing one folder
     if args.steps_per_execution < 1 or (
             args.steps_per_execution > 1 and backend == "torch"):
         fail(f"--steps-per-execution {args.steps_per_execution}: must be 1 "
@@ -422,35 +520,27 @@ def main(argv=None, extra_callbacks=()):
             {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[
                 args.mixed_precision])
     data_format = keras.config.image_data_format()
-    devices = 1
-    strategy = None
-    if args.distribute and backend == "jax":
-        device_list = keras.distribution.list_devices()
-        devices = len(device_list)
-        keras.distribution.set_distribution(
-            keras.distribution.DataParallel(devices=device_list))
-    elif args.distribute and backend == "tensorflow":
-        import tensorflow as tf
-
-        strategy = tf.distribute.MirroredStrategy()
-        devices = strategy.num_replicas_in_sync
+    devices = topology.devices
     if args.batch_size % devices:
         fail(f"--batch-size {args.batch_size} must be a multiple of the "
              f"{devices} devices used.")
     steps_per_epoch = max(train_size // args.batch_size, 1)
     train_ds = pipeline(train, args.batch_size, True, data_format, args.seed)
-    test_ds = pipeline(test, args.batch_size, False, data_format, args.seed)
+    if topology.processes > 1:
+        # Every process splits each global batch with the others, the last
+        # one too: padded to a whole batch with examples of weight 0.
+        test = pad_to_whole_batches(test, args.batch_size)
+    test_ds = pipeline(test, args.batch_size, False, data_format, args.seed,
+                       whole_batches=topology.processes > 1)
+    if topology.processes > 1:
+        train_ds, test_ds = split_each_batch(train_ds), split_each_batch(
+            test_ds)
     num_classes = NUM_CLASSES[args.dataset]
-    if strategy is not None:
-        with strategy.scope():
-            model = build_and_compile(args, steps_per_epoch, num_classes,
-                                      data_format)
-    else:
+    with topology.scope():
         model = build_and_compile(args, steps_per_epoch, num_classes,
                                   data_format)
 
-    out = args.output_dir
-    os.makedirs(out, exist_ok=True)
+    out = process_output_dir(args.output_dir, topology)
     csv_path = os.path.join(out, "log.csv")
     timer = epoch_timer()
     callbacks = [
@@ -460,12 +550,13 @@ def main(argv=None, extra_callbacks=()):
         *extra_callbacks,
     ]
     print(f"{model.name}: {model.count_params():,} parameters, backend "
-          f"{backend}, {devices} device(s), {steps_per_epoch} steps/epoch")
+          f"{backend}, {devices} device(s) in {topology.processes} "
+          f"process(es), {steps_per_epoch} steps/epoch")
     model.fit(train_ds, validation_data=test_ds, epochs=args.epochs,
-              callbacks=callbacks, verbose=args.verbose,
+              callbacks=callbacks,
+              verbose=args.verbose if topology.is_chief else 0,
               shuffle=False)  # tf.data shuffles
     test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
-    plot_curves(csv_path, os.path.join(out, "curves.png"))
     summary = {
         "model": model.name,
         "dataset": "mock" if args.mock_data else args.dataset,
@@ -478,6 +569,7 @@ def main(argv=None, extra_callbacks=()):
         "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
         "backend": backend,
         "devices": devices,
+        "processes": topology.processes,
         "accelerator": device["platform"],
         "device_name": device["name"],
         "seconds_per_epoch": (sum(timer.seconds) / len(timer.seconds)
@@ -485,11 +577,15 @@ def main(argv=None, extra_callbacks=()):
         "mixed_precision": args.mixed_precision,
         "args": vars(args),
     }
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    if topology.is_chief:
+        plot_curves(csv_path, os.path.join(out, "curves.png"))
+        with open(os.path.join(out, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    else:
+        shutil.rmtree(out, ignore_errors=True)
     print(json.dumps({k: summary[k] for k in (
         "test_accuracy", "params", "epochs", "backend", "devices",
-        "seconds_per_epoch")}))
+        "processes", "seconds_per_epoch")}))
     return summary
 
 

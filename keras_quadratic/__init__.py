@@ -2,6 +2,7 @@
 
 from keras_quadratic import callbacks
 from keras_quadratic import devices
+from keras_quadratic import distribute
 from keras_quadratic import layers
 from keras_quadratic import models
 from keras_quadratic import optimizers

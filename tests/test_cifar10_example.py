@@ -140,7 +140,8 @@ def test_distribute_on_torch_says_not_supported(tmp_path):
     result = run_example("cifar10", SMALL + ["--distribute", "--output-dir",
                                              str(tmp_path)], timeout=300)
     assert result.returncode == 2
-    assert "not supported yet" in result.stderr
+    assert "not available on the torch backend" in result.stderr
+    assert "KERAS_BACKEND=jax or tensorflow" in result.stderr
 
 
 def test_says_where_it_computes_and_warns_of_an_unused_gpu(

@@ -1,0 +1,325 @@
+"""Data-parallel training over every device of every process, on Keras's own
+distribution engines, configured by their standard environment variables.
+
+- JAX: `KERAS_DISTRIBUTION_JOB_ADDRESSES` (the coordinator's `host:port`
+  first), `KERAS_DISTRIBUTION_NUM_PROCESSES`, `KERAS_DISTRIBUTION_PROCESS_ID`
+  (what `keras.distribution.initialize` reads), then
+  `keras.distribution.DataParallel` over `keras.distribution.list_devices()`.
+  On CPUs the processes talk through gloo.
+- TensorFlow: `TF_CONFIG` (a cluster of workers and this process's task),
+  then `tf.distribute.MultiWorkerMirroredStrategy`; without `TF_CONFIG`,
+  `MirroredStrategy` over the local devices.
+- torch: used when the installed Keras distributes its torch backend
+  (detected by capability, not version); until then a `RuntimeError` says
+  what to use instead.
+
+Without any of these variables, the devices of this one process are used.
+Call `data_parallel()` before anything computes (first thing in a script);
+every process runs the same script with the same seed.
+
+    import keras_quadratic as kq
+
+    topology = kq.distribute.data_parallel()
+    with topology.scope():
+        model = ...                # build and compile
+    if topology.is_chief:
+        ...                        # write files: process 0 only
+
+Saving a model (`model.save`, `ModelCheckpoint`, `BackupAndRestore`) is a
+step every process must take under a multi-process JAX distribution, as
+under TensorFlow's: the processes other than 0 save into a directory of
+their own (examples/cifar10.py uses a temporary one).
+"""
+
+import contextlib
+import json
+import os
+import socket
+import time
+
+import keras
+
+JAX_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES",
+                 "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                 "KERAS_DISTRIBUTION_PROCESS_ID")
+
+
+class Topology:
+    """Where a data-parallel run computes: what `data_parallel` returns.
+
+    Attributes:
+        devices: the number of devices over all processes (the model
+            replicas that share each global batch).
+        processes: the number of processes.
+        process_id: this process's index, 0 to `processes - 1`.
+        strategy: the `tf.distribute` strategy on TensorFlow, else None.
+    """
+
+    def __init__(self, devices, processes, process_id, strategy=None):
+        self.devices = devices
+        self.processes = processes
+        self.process_id = process_id
+        self.strategy = strategy
+
+    @property
+    def is_chief(self):
+        """Whether this process is the one that writes files (process 0)."""
+        return self.process_id == 0
+
+    def scope(self):
+        """Where to build and compile the model (TensorFlow's strategy
+        scope; nothing to enter on the other backends)."""
+        if self.strategy is not None:
+            return self.strategy.scope()
+        return contextlib.nullcontext()
+
+    def __repr__(self):
+        return (f"Topology(devices={self.devices}, processes="
+                f"{self.processes}, process_id={self.process_id})")
+
+
+def _address(value, variable):
+    host, _, port = value.strip().rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"{variable}: expected addresses as host:port. Received: "
+            f"{value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _integer(name, low, high=None):
+    value = os.environ[name]
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        bounds = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise ValueError(
+            f"{name} must be an integer {bounds}. Received: {value!r}")
+    return number
+
+
+def jax_environment():
+    """The JAX topology the environment describes: a dict with
+    `processes`, `process_id` and `addresses` ((host, port) pairs, the
+    coordinator first), or None when it describes one process. Raises
+    ValueError, naming the variable, for an inconsistent one."""
+    given = [name for name in JAX_VARIABLES if os.environ.get(name)]
+    if not given:
+        return None
+    missing = sorted(set(JAX_VARIABLES[1:]) - set(given))
+    if missing:
+        raise ValueError(
+            f"multi-process training needs {', '.join(JAX_VARIABLES)}; "
+            f"{', '.join(missing)} is not set.")
+    processes = _integer("KERAS_DISTRIBUTION_NUM_PROCESSES", 1)
+    process_id = _integer("KERAS_DISTRIBUTION_PROCESS_ID", 0, processes - 1)
+    if processes == 1:
+        return None
+    if "KERAS_DISTRIBUTION_JOB_ADDRESSES" not in given:
+        raise ValueError(
+            "KERAS_DISTRIBUTION_JOB_ADDRESSES is not set: the coordinator's "
+            "host:port (process 0's), or every process's, comma-separated.")
+    addresses = [
+        _address(value, "KERAS_DISTRIBUTION_JOB_ADDRESSES")
+        for value in os.environ["KERAS_DISTRIBUTION_JOB_ADDRESSES"].split(",")
+    ]
+    if len(addresses) not in (1, processes):
+        raise ValueError(
+            f"KERAS_DISTRIBUTION_JOB_ADDRESSES has {len(addresses)} "
+            f"addresses for KERAS_DISTRIBUTION_NUM_PROCESSES={processes}: "
+            "give the coordinator's alone or one per process.")
+    return {"processes": processes, "process_id": process_id,
+            "addresses": addresses}
+
+
+def tf_environment():
+    """The TensorFlow topology `TF_CONFIG` describes: a dict with
+    `processes`, `process_id` (the task's index among all tasks, chief
+    first) and `addresses`, or None for one process. Raises ValueError for
+    an inconsistent one."""
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        return None
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config["task"]
+        kind, index = task["type"], task["index"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            "TF_CONFIG must be JSON with a `cluster` ({'worker': "
+            "['host:port', ...]}) and a `task` ({'type': 'worker', 'index': "
+            f"i}}). Received: {text!r} ({error!r})") from None
+    tasks = []
+    for role in ("chief", "worker"):
+        for value in cluster.get(role, []):
+            tasks.append((role, _address(value, "TF_CONFIG")))
+    unknown = sorted(set(cluster) - {"chief", "worker"})
+    if unknown or not tasks:
+        raise ValueError(
+            "TF_CONFIG: a MultiWorkerMirroredStrategy cluster has `worker` "
+            f"(and at most one `chief`) tasks. Received roles: {sorted(cluster)}")
+    roles = [role for role, _ in tasks]
+    if kind not in ("chief", "worker") or not isinstance(index, int) or not (
+            0 <= index < roles.count(kind)):
+        raise ValueError(
+            f"TF_CONFIG: task {kind!r} {index!r} is not in the cluster "
+            f"({roles.count('chief')} chief, {roles.count('worker')} "
+            "worker tasks).")
+    if len(tasks) == 1:
+        return None
+    process_id = roles.index(kind) + index
+    return {"processes": len(tasks), "process_id": process_id,
+            "addresses": [address for _, address in tasks]}
+
+
+def _wait_for(address, timeout, what):
+    """Returns once `address` accepts a TCP connection; raises
+    TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(address, timeout=2):
+                return
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{what} {address[0]}:{address[1]} did not answer within "
+                    f"{timeout:g} s ({error}). Start every process within "
+                    "that time, and check the address, the port and the "
+                    "firewall.") from None
+            time.sleep(0.5)
+
+
+def torch_distribution_available():
+    """Whether the installed Keras distributes its torch backend (a
+    DataParallel for torch): detected by its module, not its version."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(
+            "keras.src.backend.torch.distribution_lib") is not None
+    except ImportError:
+        return False
+
+
+def data_parallel(timeout=120):
+    """Sets up data-parallel training over every device of every process.
+
+    Reads the standard variables of the backend's engine (see the module
+    docstring), starts the multi-process runtime when they describe more
+    than one process, and installs Keras's data parallelism: each global
+    batch (the batch size of the training data) is split over all devices
+    and the gradients are averaged, so every process ends each step with
+    the same weights. Keras shards a `tf.data` dataset per process itself.
+
+    Args:
+        timeout: seconds to wait for the other processes (the coordinator
+            to answer, every process to join, a collective to finish)
+            before failing with an error, default 120.
+
+    Returns:
+        A `Topology`.
+
+    Raises:
+        ValueError: for inconsistent variables (a process id out of range,
+            a malformed address, a task missing from `TF_CONFIG`).
+        TimeoutError: when the coordinator does not answer in time.
+        RuntimeError: on the torch backend of a Keras without torch
+            distribution.
+
+    Example:
+
+    >>> import keras_quadratic as kq
+    >>> topology = kq.distribute.data_parallel()  # no variables: 1 process
+    >>> topology.processes, topology.process_id, topology.is_chief
+    (1, 0, True)
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tensorflow(timeout)
+    if backend == "jax":
+        return _jax(timeout)
+    if backend == "torch" and torch_distribution_available():
+        return _keras_distribution(jax_environment(), timeout)
+    raise RuntimeError(
+        f"data-parallel training is not available on the {backend} backend "
+        "of this Keras: use KERAS_BACKEND=jax or tensorflow (a later Keras "
+        "distributes torch too), or train on one device.")
+
+
+def _jax(timeout):
+    topology = jax_environment()
+    if topology is not None:
+        import jax
+
+        # Collectives between processes on CPUs (GPUs use NCCL).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        coordinator = topology["addresses"][0]
+        if topology["process_id"] != 0:
+            _wait_for(coordinator, timeout, "the coordinator (process 0)")
+        jax.distributed.initialize(
+            coordinator_address=f"{coordinator[0]}:{coordinator[1]}",
+            num_processes=topology["processes"],
+            process_id=topology["process_id"],
+            initialization_timeout=int(timeout))
+    return _keras_distribution(topology, None)
+
+
+def _keras_distribution(topology, timeout):
+    if topology is not None and keras.backend.backend() != "jax":
+        keras.distribution.initialize()
+    devices = keras.distribution.list_devices()
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=devices))
+    if topology is None:
+        return Topology(len(devices), 1, 0)
+    return Topology(len(devices), topology["processes"],
+                    topology["process_id"])
+
+
+def _tensorflow(timeout):
+    import tensorflow as tf
+
+    topology = tf_environment()
+    if topology is None:
+        strategy = tf.distribute.MirroredStrategy()
+        return Topology(strategy.num_replicas_in_sync, 1, 0, strategy)
+    strategy = _multi_worker_strategy()(
+        communication_options=tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=timeout))
+    return Topology(strategy.num_replicas_in_sync, topology["processes"],
+                    topology["process_id"], strategy)
+
+
+
+def _multi_worker_strategy():
+    """`tf.distribute.MultiWorkerMirroredStrategy` whose `reduce` takes what
+    Keras 3.15's TensorFlow trainer gives it with more than one worker
+    (with one, Keras takes another path):
+
+    - a whole `(x, y)` batch, when `fit` starts (to build the model): the
+      strategy reduces one tensor at a time ("Attempt to convert a value
+      (PerReplica..."), so each tensor of the structure is reduced;
+    - scalar metrics and losses with `axis=0` ("Invalid reduction
+      dimension 0 for input with 0 dimensions"): a scalar is reduced across
+      the replicas alone (`axis=None`), which is the mean Keras asks for.
+
+    tests/test_distributed.py trains under it with two workers."""
+    import tensorflow as tf
+
+    base = tf.distribute.MultiWorkerMirroredStrategy
+
+    class MultiWorkerMirroredStrategy(base):
+        def reduce(self, reduce_op, value, axis):
+            def one(tensor):
+                local = self.experimental_local_results(tensor)[0]
+                scalar = getattr(local, "shape", None) is not None and (
+                    local.shape.rank == 0)
+                return base.reduce(self, reduce_op, tensor,
+                                   None if scalar else axis)
+
+            return tf.nest.map_structure(one, value)
+
+    return MultiWorkerMirroredStrategy
