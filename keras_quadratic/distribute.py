@@ -35,6 +35,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import time
 
 import keras
@@ -259,6 +260,13 @@ def _jax(timeout):
         coordinator = topology["addresses"][0]
         if topology["process_id"] != 0:
             _wait_for(coordinator, timeout, "the coordinator (process 0)")
+        else:
+            # (if some never join, JAX ends this process with its own fatal
+            # error after the timeout: this line says what it waited for)
+            print(f"process 0 of {topology['processes']}: coordinating at "
+                  f"{coordinator[0]}:{coordinator[1]}, waiting up to "
+                  f"{timeout:g} s for the others to join", file=sys.stderr,
+                  flush=True)
         jax.distributed.initialize(
             coordinator_address=f"{coordinator[0]}:{coordinator[1]}",
             num_processes=topology["processes"],
