@@ -334,7 +334,7 @@ _EXAMPLE = """
     >>> layer = kq.{name}(8, 3, activation="relu")
     >>> tuple(layer(x).shape)
     (4, {output_shape}, 8)
-    >>> [w.path.split("/")[-1] for w in layer.trainable_weights]
+    >>> sorted(w.path.split("/")[-1] for w in layer.trainable_weights)
     {weights}
 """
 
@@ -355,9 +355,8 @@ def _documented(cls):
         example_shape=", ".join(["10"] * rank),
         output_shape=", ".join(["8"] * rank),
         gate="" if compact else _GATE_ARGS,
-        weights=(["kernel", "square_kernel", "kernel", "bias"] if compact
-                 else ["kernel", "gate_kernel", "gate_bias", "square_kernel",
-                       "kernel", "bias"]),
+        weights=sorted(["kernel", "square_kernel", "kernel", "bias"]
+                       + ([] if compact else ["gate_kernel", "gate_bias"])),
         **{f"square_bias_{kind}": "" if compact else bias_args.format(
             kind=kind, article=kind)
            for kind in ("initializer", "regularizer", "constraint")},
