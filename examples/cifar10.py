@@ -58,7 +58,8 @@ process, on Keras's engines, configured by their standard variables only.
 --batch-size is the global batch, split over all devices; the learning-rate
 recipe is unchanged; process 0 alone writes the output directory (resuming
 reads its backup, so on several hosts put --output-dir on a shared file
-system). Prepare the dataset before starting several processes.
+system). Prepare the dataset before starting several processes. A process
+whose peers do not all join within --distribute-timeout is ended.
 
   JAX, 2 processes on one machine (CPU or GPU):
     export KERAS_BACKEND=jax KERAS_DISTRIBUTION_NUM_PROCESSES=2
@@ -117,7 +118,8 @@ def parse_args(argv=None):
                    "(see 'Scaling out' below)")
     p.add_argument("--distribute-timeout", type=float, default=120,
                    help="with --distribute: seconds to wait for the other "
-                   "processes before failing")
+                   "processes to start before failing (also TensorFlow's "
+                   "timeout of each collective)")
     p.add_argument("--steps-per-execution", type=int, default=1,
                    help="training steps per compiled call (fewer host "
                    "round trips; JAX and TensorFlow only)")
@@ -219,8 +221,10 @@ def load_splits(args):
         alternatives = ("Pass --data-dir DIR with a tfds data dir where it is "
                         "prepared, or --mock-data to run on random images.")
         if not args.download:
+            reason = getattr(args, "no_download_reason",
+                             "--no-download was given")
             fail(f"the tfds dataset '{args.dataset}' is not prepared in "
-                 f"{where} and --no-download was given. {alternatives}")
+                 f"{where} and {reason}. {alternatives}")
         server = (True if _archive_downloaded(builder)
                   else download_server_answers(args.dataset))
         if server is not True:
@@ -502,7 +506,11 @@ def main(argv=None, extra_callbacks=()):
         except (ValueError, TimeoutError, RuntimeError) as error:
             fail(f"--distribute: {error}")
         if topology.processes > 1:
-            args.download = False  # no two processes preparing one folder
+            # no two processes preparing one folder
+            args.download = False
+            args.no_download_reason = (
+                "several processes do not download it (run once with one "
+                "process to prepare it)")
     if args.steps_per_execution < 1 or (
             args.steps_per_execution > 1 and backend == "torch"):
         fail(f"--steps-per-execution {args.steps_per_execution}: must be 1 "
@@ -541,48 +549,51 @@ def main(argv=None, extra_callbacks=()):
                                   data_format)
 
     out = process_output_dir(args.output_dir, topology)
-    csv_path = os.path.join(out, "log.csv")
-    timer = epoch_timer()
-    callbacks = [
-        *epoch_callbacks(out),
-        keras.callbacks.CSVLogger(csv_path, append=True),
-        timer,
-        *extra_callbacks,
-    ]
-    print(f"{model.name}: {model.count_params():,} parameters, backend "
-          f"{backend}, {devices} device(s) in {topology.processes} "
-          f"process(es), {steps_per_epoch} steps/epoch")
-    model.fit(train_ds, validation_data=test_ds, epochs=args.epochs,
-              callbacks=callbacks,
-              verbose=args.verbose if topology.is_chief else 0,
-              shuffle=False)  # tf.data shuffles
-    test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
-    summary = {
-        "model": model.name,
-        "dataset": "mock" if args.mock_data else args.dataset,
-        "test_accuracy": float(test_accuracy),
-        "test_loss": float(test_loss),
-        "params": int(model.count_params()),
-        "trainable_params": int(sum(
-            keras.ops.size(w) for w in model.trainable_weights)),
-        "epochs": args.epochs,
-        "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
-        "backend": backend,
-        "devices": devices,
-        "processes": topology.processes,
-        "accelerator": device["platform"],
-        "device_name": device["name"],
-        "seconds_per_epoch": (sum(timer.seconds) / len(timer.seconds)
-                              if timer.seconds else None),
-        "mixed_precision": args.mixed_precision,
-        "args": vars(args),
-    }
-    if topology.is_chief:
-        plot_curves(csv_path, os.path.join(out, "curves.png"))
-        with open(os.path.join(out, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-    else:
-        shutil.rmtree(out, ignore_errors=True)
+    try:
+        csv_path = os.path.join(out, "log.csv")
+        timer = epoch_timer()
+        callbacks = [
+            *epoch_callbacks(out),
+            keras.callbacks.CSVLogger(csv_path, append=True),
+            timer,
+            *extra_callbacks,
+        ]
+        print(f"{model.name}: {model.count_params():,} parameters, backend "
+              f"{backend}, {devices} device(s) in {topology.processes} "
+              f"process(es), {steps_per_epoch} steps/epoch")
+        model.fit(train_ds, validation_data=test_ds, epochs=args.epochs,
+                  callbacks=callbacks,
+                  verbose=args.verbose if topology.is_chief else 0,
+                  shuffle=False)  # tf.data shuffles
+        test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
+        summary = {
+            "model": model.name,
+            "dataset": "mock" if args.mock_data else args.dataset,
+            "test_accuracy": float(test_accuracy),
+            "test_loss": float(test_loss),
+            "params": int(model.count_params()),
+            "trainable_params": int(sum(
+                keras.ops.size(w) for w in model.trainable_weights)),
+            "epochs": args.epochs,
+            "steps": int(keras.ops.convert_to_numpy(
+                model.optimizer.iterations)),
+            "backend": backend,
+            "devices": devices,
+            "processes": topology.processes,
+            "accelerator": device["platform"],
+            "device_name": device["name"],
+            "seconds_per_epoch": (sum(timer.seconds) / len(timer.seconds)
+                                  if timer.seconds else None),
+            "mixed_precision": args.mixed_precision,
+            "args": vars(args),
+        }
+        if topology.is_chief:
+            plot_curves(csv_path, os.path.join(out, "curves.png"))
+            with open(os.path.join(out, "summary.json"), "w") as f:
+                json.dump(summary, f, indent=2)
+    finally:
+        if not topology.is_chief:  # its temporary directory, also on failure
+            shutil.rmtree(out, ignore_errors=True)
     print(json.dumps({k: summary[k] for k in (
         "test_accuracy", "params", "epochs", "backend", "devices",
         "processes", "seconds_per_epoch")}))

@@ -35,6 +35,7 @@ import contextlib
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 
@@ -109,13 +110,18 @@ def jax_environment():
     given = [name for name in JAX_VARIABLES if os.environ.get(name)]
     if not given:
         return None
-    missing = sorted(set(JAX_VARIABLES[1:]) - set(given))
-    if missing:
+    if "KERAS_DISTRIBUTION_NUM_PROCESSES" not in given:
         raise ValueError(
             f"multi-process training needs {', '.join(JAX_VARIABLES)}; "
-            f"{', '.join(missing)} is not set.")
+            "KERAS_DISTRIBUTION_NUM_PROCESSES is not set.")
     processes = _integer("KERAS_DISTRIBUTION_NUM_PROCESSES", 1)
-    process_id = _integer("KERAS_DISTRIBUTION_PROCESS_ID", 0, processes - 1)
+    if "KERAS_DISTRIBUTION_PROCESS_ID" in given:
+        process_id = _integer("KERAS_DISTRIBUTION_PROCESS_ID", 0,
+                              processes - 1)
+    elif processes > 1:
+        raise ValueError(
+            f"multi-process training needs {', '.join(JAX_VARIABLES)}; "
+            "KERAS_DISTRIBUTION_PROCESS_ID is not set.")
     if processes == 1:
         return None
     if "KERAS_DISTRIBUTION_JOB_ADDRESSES" not in given:
@@ -193,6 +199,41 @@ def _wait_for(address, timeout, what):
             time.sleep(0.5)
 
 
+# A watchdog process: unless its stdin closes (or ends with its parent)
+# within TIMEOUT seconds, it writes MESSAGE and kills process PID.
+_WATCHDOG = """
+import os, select, signal, sys
+pid, timeout, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+if not select.select([sys.stdin], [], [], timeout)[0]:
+    sys.stderr.write(message)
+    sys.stderr.flush()
+    os.kill(pid, signal.SIGKILL)
+"""
+
+
+@contextlib.contextmanager
+def _deadline(timeout, what):
+    """Kills this process, with `what` on stderr, if the block has not
+    finished after `timeout` seconds. For the engines' own waits for the
+    other processes, which nothing inside the process can interrupt:
+    TensorFlow's cluster setup waits for absent workers without limit,
+    holding Python's lock and ignoring SIGTERM, and JAX's coordinator
+    aborts with a fatal error of its own. So the watch is kept by a small
+    process of its own."""
+    message = (
+        f"data_parallel: {what} within {timeout:g} s. Start every process "
+        "within that time (the same variables, each its own process id or "
+        "task), and check the addresses and ports. Ending this process.\n")
+    watchdog = subprocess.Popen(
+        [sys.executable, "-S", "-c", _WATCHDOG, str(os.getpid()),
+         str(timeout), message], stdin=subprocess.PIPE)
+    try:
+        yield
+    finally:
+        watchdog.stdin.close()  # stand down
+        watchdog.wait()
+
+
 def torch_distribution_available():
     """Whether the installed Keras distributes its torch backend (a
     DataParallel for torch): detected by its module, not its version."""
@@ -216,9 +257,11 @@ def data_parallel(timeout=120):
     the same weights. Keras shards a `tf.data` dataset per process itself.
 
     Args:
-        timeout: seconds to wait for the other processes (the coordinator
-            to answer, every process to join, a collective to finish)
-            before failing with an error, default 120.
+        timeout: seconds to wait for the other processes, default 120: for
+            the coordinator to answer (else a `TimeoutError`), for every
+            process to join (else this process is killed, with a message
+            on stderr: the engines' waits cannot be interrupted), and, on
+            TensorFlow, for each collective step.
 
     Returns:
         A `Topology`.
@@ -243,7 +286,7 @@ def data_parallel(timeout=120):
     if backend == "jax":
         return _jax(timeout)
     if backend == "torch" and torch_distribution_available():
-        return _keras_distribution(jax_environment(), timeout)
+        return _keras_distribution(jax_environment())
     raise RuntimeError(
         f"data-parallel training is not available on the {backend} backend "
         "of this Keras: use KERAS_BACKEND=jax or tensorflow (a later Keras "
@@ -260,22 +303,32 @@ def _jax(timeout):
         coordinator = topology["addresses"][0]
         if topology["process_id"] != 0:
             _wait_for(coordinator, timeout, "the coordinator (process 0)")
-        else:
-            # (if some never join, JAX ends this process with its own fatal
-            # error after the timeout: this line says what it waited for)
-            print(f"process 0 of {topology['processes']}: coordinating at "
-                  f"{coordinator[0]}:{coordinator[1]}, waiting up to "
-                  f"{timeout:g} s for the others to join", file=sys.stderr,
-                  flush=True)
-        jax.distributed.initialize(
-            coordinator_address=f"{coordinator[0]}:{coordinator[1]}",
-            num_processes=topology["processes"],
-            process_id=topology["process_id"],
-            initialization_timeout=int(timeout))
-    return _keras_distribution(topology, None)
+        processes = topology["processes"]
+        with _deadline(timeout, f"not all {processes} processes joined the "
+                       f"coordinator {coordinator[0]}:{coordinator[1]}"):
+            # (JAX's own limit comes later: ours speaks first)
+            jax.distributed.initialize(
+                coordinator_address=f"{coordinator[0]}:{coordinator[1]}",
+                num_processes=processes,
+                process_id=topology["process_id"],
+                initialization_timeout=int(timeout) + 60)
+            _agree_on_a_seed()
+    return _keras_distribution(topology)
 
 
-def _keras_distribution(topology, timeout):
+def _agree_on_a_seed():
+    """What `keras.distribution.initialize` does after starting JAX's
+    runtime: unless a seed is set, the processes agree on one, so that
+    their unseeded initializers draw the same weights. Keras's private
+    function, because its public `initialize` takes no timeout;
+    tests/test_distributed.py fails if it goes (unseeded weights must be
+    equal in both processes)."""
+    from keras.src.backend.jax.distribution_lib import initialize_rng
+
+    initialize_rng()
+
+
+def _keras_distribution(topology):
     if topology is not None and keras.backend.backend() != "jax":
         keras.distribution.initialize()
     devices = keras.distribution.list_devices()
@@ -294,12 +347,13 @@ def _tensorflow(timeout):
     if topology is None:
         strategy = tf.distribute.MirroredStrategy()
         return Topology(strategy.num_replicas_in_sync, 1, 0, strategy)
-    strategy = _multi_worker_strategy()(
-        communication_options=tf.distribute.experimental.CommunicationOptions(
-            timeout_seconds=timeout))
+    with _deadline(timeout, f"not all {topology['processes']} tasks of "
+                   "TF_CONFIG started"):
+        strategy = _multi_worker_strategy()(
+            communication_options=tf.distribute.experimental
+            .CommunicationOptions(timeout_seconds=timeout))
     return Topology(strategy.num_replicas_in_sync, topology["processes"],
                     topology["process_id"], strategy)
-
 
 
 def _multi_worker_strategy():

@@ -6,7 +6,10 @@ by kq.distribute.data_parallel() from the environment, it
 2. quadratizes a small conventional model, then trains it one step with
    ReLinearOptimizer and, from the same weights, one step with plain SGD,
    and takes the ratio of the two steps for each weight;
-3. trains a few more steps with QuadraticMonitor,
+3. trains a few more steps with QuadraticMonitor;
+4. before any seed is set, draws an unseeded layer's initial weights
+   (the processes must agree on them, as Keras's own initialize makes
+   them do),
 
 and writes what it saw, the ratios, the monitor's values and its final
 weights to OUTPUT (an .npz), for the test to compare across processes.
@@ -76,7 +79,16 @@ def one_step(gammas, weights):
     return model
 
 
+def unseeded_kernel():
+    """An unseeded layer's initial kernel, drawn before any seed is set."""
+    with topology.scope():
+        layer = keras.layers.Dense(4)
+        layer.build((None, 3))
+    return keras.ops.convert_to_numpy(layer.kernel)
+
+
 def main(output):
+    unseeded = unseeded_kernel()
     ids = local_ids()
     with topology.scope():
         start = kq.quadratize(conventional())
@@ -100,7 +112,7 @@ def main(output):
         processes=topology.processes, devices=topology.devices,
         gate_ratio=ratios["gate"], square_ratio=ratios["square"],
         linear_ratio=ratios["linear"],
-        relinear_gate=history.history["relinear_gate"],
+        relinear_gate=history.history["relinear_gate"], unseeded=unseeded,
         **{f"weight{i}": keras.ops.convert_to_numpy(w)
            for i, w in enumerate(relinear.weights)})
 

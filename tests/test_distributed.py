@@ -4,22 +4,26 @@ chosen free at run time, a time limit, and every process reaped."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
 import pytest
 
+import keras_quadratic as kq
 from examples_util import ROOT
 
 BACKEND = keras.backend.backend()
-pytestmark = pytest.mark.skipif(
+engines = pytest.mark.skipif(
     BACKEND == "torch", reason="Keras 3.15 has no torch distribution")
 WORKER = os.path.join(ROOT, "tests", "distributed_worker.py")
 EXAMPLE = os.path.join(ROOT, "examples", "cifar10.py")
+INTERRUPTED = os.path.join(ROOT, "tests", "interrupted_example.py")
 
 
 def _free_port():
@@ -45,30 +49,44 @@ def _environments(n=2):
         "task": {"type": "worker", "index": i}})) for i in range(n)]
 
 
-def _run_together(commands, environments, timeout=300):
+def _run_together(commands, environments, directory, timeout=300,
+                  expect=0):
     """Starts one process per command, waits for all; kills them all
-    (their process groups) on a failure or the time limit."""
-    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True,
-                                  start_new_session=True)
-                 for command, env in zip(commands, environments)]
+    (their process groups) on a failure or the time limit. Their output
+    goes to files in `directory` (never a pipe that could fill up while
+    another process is waited for); returns it, one string per process."""
+    logs = [os.path.join(directory, f"output{i}.txt")
+            for i in range(len(commands))]
+    processes = []
     try:
-        outputs = [p.communicate(timeout=timeout)[0] for p in processes]
+        for command, env, log in zip(commands, environments, logs):
+            with open(log, "w") as f:
+                processes.append(subprocess.Popen(
+                    command, env=env, stdout=f, stderr=subprocess.STDOUT,
+                    start_new_session=True))
+        deadline = time.monotonic() + timeout
+        for p in processes:
+            p.wait(timeout=max(deadline - time.monotonic(), 1))
     finally:
         for p in processes:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+    outputs = []
+    for log in logs:
+        with open(log) as f:
+            outputs.append(f.read())
     for p, output in zip(processes, outputs):
-        assert p.returncode == 0, output[-3000:]
+        assert p.returncode == expect, output[-3000:]
     return outputs
 
 
+@engines
 def test_two_processes_split_the_batches_and_end_with_the_same_weights(
         tmp_path):
     outputs = [str(tmp_path / f"process{i}.npz") for i in range(2)]
     _run_together([[sys.executable, WORKER, out] for out in outputs],
-                  _environments())
+                  _environments(), tmp_path)
     first, second = (np.load(out) for out in outputs)
     assert {int(first["process_id"]), int(second["process_id"])} == {0, 1}
     assert int(first["processes"]) == 2 and int(first["devices"]) >= 2
@@ -83,6 +101,8 @@ def test_two_processes_split_the_batches_and_end_with_the_same_weights(
         np.testing.assert_allclose(data["square_ratio"], 0.5, rtol=1e-4)
         np.testing.assert_allclose(data["linear_ratio"], 1.0, rtol=1e-4)
         assert np.all(data["relinear_gate"] > 0)  # QuadraticMonitor ran
+    # unseeded initializers agree across processes
+    np.testing.assert_array_equal(first["unseeded"], second["unseeded"])
     weights = sorted(k for k in first.files if k.startswith("weight"))
     assert weights
     for key in weights:
@@ -95,12 +115,10 @@ def _example(out, epochs):
             "--epochs", str(epochs), "--verbose", "0", "--output-dir", out]
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="one end-to-end run suffices; "
-                    "the TensorFlow workers are shown by the test above")
+@engines
 def test_cifar10_example_two_processes_one_writer(tmp_path):
     out = str(tmp_path / "run")
-    environments = _environments()
-    _run_together([_example(out, 1)] * 2, environments)
+    _run_together([_example(out, 1)] * 2, _environments(), tmp_path)
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
     assert summary["processes"] == 2 and summary["devices"] >= 2
@@ -114,6 +132,31 @@ def test_cifar10_example_two_processes_one_writer(tmp_path):
     assert summary["steps"] == 72 // 16
 
 
+@engines
+def test_cifar10_example_two_processes_resume(tmp_path):
+    """Both processes preempted after epoch 1 of 2, then started again:
+    both resume from process 0's backup and train epoch 2 alone (a process
+    that did not would wait for the other's steps, and time out)."""
+    out = str(tmp_path / "run")
+    environments = [dict(env, TMPDIR=str(tmp_path))
+                    for env in _environments()]
+    _run_together([[sys.executable, INTERRUPTED] + _example(out, 2)[2:]] * 2,
+                  environments, tmp_path, expect=3)
+    assert os.path.isdir(os.path.join(out, "backup"))
+    assert not os.path.exists(os.path.join(out, "summary.json"))
+    environments = [dict(env, TMPDIR=str(tmp_path))
+                    for env in _environments()]
+    _run_together([_example(out, 2)] * 2, environments, tmp_path)
+    with open(os.path.join(out, "log.csv")) as f:
+        epochs = [row.split(",")[0] for row in f.read().split()[1:]]
+    assert epochs == ["0", "1"]  # epoch 1 once, then epoch 2
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["steps"] == 2 * (72 // 16)  # the optimizer's, restored
+    assert not os.path.exists(os.path.join(out, "backup"))  # done with it
+
+
+@engines
 @pytest.mark.parametrize("variables,message", [
     ({"KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
       "KERAS_DISTRIBUTION_PROCESS_ID": "2",
@@ -126,17 +169,81 @@ def test_cifar10_example_two_processes_one_writer(tmp_path):
     ({"TF_CONFIG": json.dumps({"cluster": {"worker": ["localhost:1"]},
                                "task": {"type": "worker", "index": 3}})},
      "task 'worker' 3 is not in the cluster"),
+    # the first process alone: its peer never starts
+    ({"KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+      "KERAS_DISTRIBUTION_PROCESS_ID": "0",
+      "KERAS_DISTRIBUTION_JOB_ADDRESSES": "localhost:PORT"},
+     "not all 2 processes joined the coordinator localhost:"),
+    ({"TF_CONFIG": json.dumps({"cluster": {"worker": ["localhost:PORT",
+                                                     "localhost:PORT"]},
+                               "task": {"type": "worker", "index": 0}})},
+     "not all 2 tasks of TF_CONFIG started within 3 s"),
 ])
 def test_bad_topology_fails_clearly_and_soon(tmp_path, variables, message):
     if ("TF_CONFIG" in variables) != (BACKEND == "tensorflow"):
         pytest.skip("the other backend's variables")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("KERAS_DISTRIBUTION_") and k != "TF_CONFIG"}
-    env.update({k: v.replace("PORT", str(_free_port()))
+    env.update({k: re.sub("PORT", lambda _: str(_free_port()), v)
                 for k, v in variables.items()})
+    start = time.monotonic()
     result = subprocess.run(
         _example(str(tmp_path / "run"), 1) + ["--distribute-timeout", "3"],
         env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert message in result.stderr
+    assert message in result.stderr, result.stderr[-2000:]
+    if "not all" in message:
+        # waiting inside the engine: killed by the watchdog after 3 s
+        assert result.returncode == -signal.SIGKILL
+        assert time.monotonic() - start < 60
+    else:
+        assert result.returncode == 2, result.stderr[-2000:]
     assert not os.path.exists(tmp_path / "run")
+
+
+@engines
+def test_several_processes_do_not_download(tmp_path):
+    empty = str(tmp_path / "no-dataset")
+    command = _example(str(tmp_path / "run"), 1)
+    command[command.index("--mock-data")] = "--data-dir"
+    command.insert(command.index("--data-dir") + 1, empty)
+    outputs = _run_together([command] * 2, _environments(), tmp_path,
+                            expect=2)
+    for output in outputs:
+        assert "several processes do not download it" in output
+        assert "--no-download was given" not in output
+
+
+@pytest.mark.parametrize("variables,expected", [
+    ({}, None),
+    ({"KERAS_DISTRIBUTION_NUM_PROCESSES": "1"}, None),  # one process
+    ({"KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+      "KERAS_DISTRIBUTION_PROCESS_ID": "1",
+      "KERAS_DISTRIBUTION_JOB_ADDRESSES": "host0:1234,[::1]:99"},
+     {"processes": 2, "process_id": 1,
+      "addresses": [("host0", 1234), ("::1", 99)]}),
+    ({"KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+      "KERAS_DISTRIBUTION_JOB_ADDRESSES": "host0:1234"},
+     "KERAS_DISTRIBUTION_PROCESS_ID is not set"),
+    ({"KERAS_DISTRIBUTION_PROCESS_ID": "0"},
+     "KERAS_DISTRIBUTION_NUM_PROCESSES is not set"),
+    ({"KERAS_DISTRIBUTION_NUM_PROCESSES": "3",
+      "KERAS_DISTRIBUTION_PROCESS_ID": "0",
+      "KERAS_DISTRIBUTION_JOB_ADDRESSES": "a:1,b:2"},
+     "has 2 addresses for KERAS_DISTRIBUTION_NUM_PROCESSES=3"),
+    ({"KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+      "KERAS_DISTRIBUTION_PROCESS_ID": "0",
+      "KERAS_DISTRIBUTION_JOB_ADDRESSES": "host0"},
+     "expected addresses as host:port"),
+])
+def test_jax_environment(monkeypatch, variables, expected):
+    """What the standard variables describe (read the same on every
+    backend; only JAX starts from them)."""
+    for name in kq.distribute.JAX_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            kq.distribute.jax_environment()
+    else:
+        assert kq.distribute.jax_environment() == expected
