@@ -9,9 +9,12 @@ image, horizontal flip, per-channel normalization), side by side.
     python benchmarks/parity.py --data-dir DIR --epochs 3 --backend tensorflow
 
 Recipe: SGD momentum 0.9, weight decay 1e-4, batch 128, lr 0.1 divided by
-10 at 50% and 75% of the epochs, gamma 1e-2 for both quadratic groups,
-seed 0; the final epoch's test accuracy is reported for each. Prints a
-table and writes parity.json into --output-dir (default runs/parity).
+10 after 50% and 75% of the epochs (`--lr-schedule cosine`: a warm-up
+over `--warmup-epochs`, then a cosine decay to 0; either way the
+reference is given, step by step, the learning rate of the example's own
+Keras schedule), gamma 1e-2 for both quadratic groups, seed 0; the final
+epoch's test accuracy is reported for each. Prints a table and writes
+parity.json into --output-dir (default runs/parity).
 
 Without TensorFlow (e.g. on a GPU machine), `--npz FILE` (uint8 arrays from
 benchmarks/make_cifar_subset.py) trains both on in-memory data instead,
@@ -105,6 +108,7 @@ def torch_run(args, neuron):
     torch.backends.cudnn.benchmark = True
     if args.npz:
         train_ds, test_ds = load_npz(args, "channels_first", args.seed)
+        steps_per_epoch = train_ds.steps
         epoch_of = lambda data, number: data.epoch(number)  # noqa: E731
     else:
         import tensorflow as tf
@@ -117,7 +121,8 @@ def torch_run(args, neuron):
             dataset="cifar10", data_dir=args.data_dir, download=True,
             train_split=args.train_split, test_split=args.test_split,
             mock_data=args.mock_data, mock_examples=256)
-        train, test, _ = cifar10.load_splits(data)
+        train, test, size = cifar10.load_splits(data)
+        steps_per_epoch = max(size // args.batch_size, 1)  # as the example
         train_ds = cifar10.pipeline(train, args.batch_size, True,
                                     "channels_first", args.seed)
         test_ds = cifar10.pipeline(test, args.batch_size, False,
@@ -127,20 +132,22 @@ def torch_run(args, neuron):
     model = ResNet(args.depth, neuron).to(device)
     optimizer = reference_optimizer(model, args.lr, args.gamma, 0.9,
                                     args.weight_decay)
-    milestones = [int(args.epochs * f) for f in (0.5, 0.75)]
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones,
-                                                     0.1)
-    accuracies = []
+    # the quadratic group at lr * gamma, whatever the step's lr
+    factors = [group["lr"] / args.lr for group in optimizer.param_groups]
+    rates = learning_rates(args, steps_per_epoch)
+    accuracies, step = [], 0
     for epoch in range(args.epochs):
         model.train()
         start = time.perf_counter()
         for x, y in epoch_of(train_ds, epoch):
+            for group, factor in zip(optimizer.param_groups, factors):
+                group["lr"] = float(rates[min(step, len(rates) - 1)]) * factor
             x = torch.from_numpy(x).to(device)
             y = torch.from_numpy(y.astype(np.int64)).to(device)
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
             optimizer.step()
-        scheduler.step()
+            step += 1
         model.eval()
         correct = total = 0
         with torch.no_grad():
@@ -153,6 +160,34 @@ def torch_run(args, neuron):
               f"{accuracies[-1]:.4f} ({time.perf_counter() - start:.0f} s)",
               file=sys.stderr, flush=True)  # progress; stdout has the result
     return accuracies
+
+
+def recipe_flags(args, neuron):
+    """examples/cifar10.py's flags for the recipe (both sides train on
+    it: the Keras side as these flags, the reference through
+    `learning_rates`)."""
+    return ["--depth", str(args.depth), "--neuron", neuron,
+            "--epochs", str(args.epochs), "--batch-size",
+            str(args.batch_size), "--learning-rate", str(args.lr),
+            "--lr-schedule", args.lr_schedule, "--warmup-epochs",
+            str(args.warmup_epochs), "--weight-decay",
+            str(args.weight_decay), "--gamma-g", str(args.gamma),
+            "--gamma-b", str(args.gamma), "--seed", str(args.seed)]
+
+
+def learning_rates(args, steps_per_epoch):
+    """The learning rate of every step, from the example's own Keras
+    schedule (`cifar10.learning_rate_schedule`): what the reference is
+    given step by step, so both follow one schedule."""
+    import keras
+    import numpy as np
+
+    import cifar10
+
+    recipe = cifar10.parse_args(recipe_flags(args, "quadratic"))
+    schedule = cifar10.learning_rate_schedule(recipe, steps_per_epoch)
+    return np.array([float(keras.ops.convert_to_numpy(schedule(step)))
+                     for step in range(args.epochs * steps_per_epoch)])
 
 
 def keras_batches(source):
@@ -192,12 +227,7 @@ def keras_npz_run(args, neuron):
     keras.utils.set_random_seed(args.seed)
     data_format = keras.config.image_data_format()
     train, test = load_npz(args, data_format, args.seed)
-    recipe = cifar10.parse_args([
-        "--depth", str(args.depth), "--neuron", neuron,
-        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-        "--learning-rate", str(args.lr), "--weight-decay",
-        str(args.weight_decay), "--gamma-g", str(args.gamma), "--gamma-b",
-        str(args.gamma), "--seed", str(args.seed)])
+    recipe = cifar10.parse_args(recipe_flags(args, neuron))
     model = cifar10.build_and_compile(recipe, train.steps, 10, data_format)
     train_batches, callback = keras_batches(train)
     test_batches, _ = keras_batches(test)
@@ -214,12 +244,8 @@ def keras_run(args, neuron):
                        f"keras-{args.backend}-{neuron}-seed{args.seed}")
     command = [
         sys.executable, os.path.join(ROOT, "examples", "cifar10.py"),
-        "--depth", str(args.depth), "--neuron", neuron,
-        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-        "--learning-rate", str(args.lr), "--weight-decay",
-        str(args.weight_decay), "--gamma-g", str(args.gamma), "--gamma-b",
-        str(args.gamma), "--train-split", args.train_split, "--test-split",
-        args.test_split, "--seed", str(args.seed), "--output-dir", out,
+        *recipe_flags(args, neuron), "--train-split", args.train_split,
+        "--test-split", args.test_split, "--output-dir", out,
         "--verbose", "2"]
     command += ["--mock-data"] if args.mock_data else [
         "--data-dir", args.data_dir]
@@ -248,7 +274,7 @@ def run_worker(kind, neuron, seed, args):
     return json.loads(worker.stdout.strip().splitlines()[-1])
 
 
-def main(argv=None):
+def main_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default=None)
     p.add_argument("--mock-data", action="store_true")
@@ -261,6 +287,10 @@ def main(argv=None):
     p.add_argument("--depth", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--lr-schedule", choices=("step", "cosine"),
+                   default="step",
+                   help="examples/cifar10.py's --lr-schedule, for both")
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--gamma", type=float, default=1e-2)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -272,6 +302,11 @@ def main(argv=None):
     p.add_argument("--output-dir", default=None,
                    help="where parity.json goes (default runs/parity)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None):
+    p = main_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     args.argv = argv
@@ -309,9 +344,9 @@ def table(results, args, data):
     import numpy as np
 
     name = lambda n: ("Q" if n == "quadratic" else "") + f"ResNet{args.depth}"  # noqa
-    lines = [f"\n{args.epochs} epochs, {data}, seeds "
-             f"{', '.join(map(str, args.seeds))}; final-epoch test accuracy "
-             "(%)\n",
+    lines = [f"\n{args.epochs} epochs ({args.lr_schedule} schedule), {data}, "
+             f"seeds {', '.join(map(str, args.seeds))}; final-epoch test "
+             "accuracy (%)\n",
              f"| model | seed | PyTorch reference | keras-quadratic "
              f"({args.backend}) | difference (points) |",
              "| --- | --- | ---: | ---: | ---: |"]

@@ -88,6 +88,14 @@ def parse_args(argv=None):
     p.add_argument("--shortcut", choices=("A", "projection"), default="A")
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--learning-rate", type=float, default=0.1)
+    p.add_argument("--lr-schedule", choices=("step", "cosine"),
+                   default="step",
+                   help="step (the original): the learning rate /10 at 50%% "
+                   "and 75%% of the epochs; cosine: a linear warm-up from "
+                   "lr/10 to lr over --warmup-epochs, then a cosine decay "
+                   "to 0 (steadier in short runs)")
+    p.add_argument("--warmup-epochs", type=float, default=1.0,
+                   help="with --lr-schedule cosine")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=1e-4,
                    help="weight decay of the conventional weights (kernels, "
@@ -446,6 +454,30 @@ def epoch_callbacks(out):
     return callbacks
 
 
+def learning_rate_schedule(args, steps_per_epoch):
+    """The learning rate of each step, a Keras schedule (also what
+    benchmarks/parity.py gives the PyTorch reference, step by step):
+    `--lr-schedule step`, the original's, divides it by 10 at 50% and 75%
+    of the epochs; `cosine` warms up linearly from lr/10 over
+    `--warmup-epochs`, then decays along a cosine to 0."""
+    import keras
+
+    if args.warmup_epochs < 0:
+        fail(f"--warmup-epochs {args.warmup_epochs}: must be >= 0.")
+    lr = args.learning_rate
+    if args.lr_schedule == "cosine":
+        total = args.epochs * steps_per_epoch
+        warmup = min(round(args.warmup_epochs * steps_per_epoch), total)
+        return keras.optimizers.schedules.CosineDecay(
+            lr / 10 if warmup else lr, max(total - warmup, 1), alpha=0.0,
+            warmup_target=lr if warmup else None, warmup_steps=warmup)
+    # (the schedule keeps a value up to and including its boundary step)
+    boundaries = [int(args.epochs * f) * steps_per_epoch - 1
+                  for f in (0.5, 0.75)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        boundaries, [lr, lr / 10, lr / 100])
+
+
 def build_and_compile(args, steps_per_epoch, num_classes, data_format):
     import keras
 
@@ -461,11 +493,7 @@ def build_and_compile(args, steps_per_epoch, num_classes, data_format):
         depth=args.depth, neuron=args.neuron, rezero=args.rezero,
         num_classes=num_classes, input_shape=shape, shortcut=args.shortcut,
         data_format=data_format, relinear_regularizer=regularizer)
-    boundaries = [int(args.epochs * f) * steps_per_epoch for f in (0.5, 0.75)]
-    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-        boundaries,
-        [args.learning_rate, args.learning_rate / 10,
-         args.learning_rate / 100])
+    schedule = learning_rate_schedule(args, steps_per_epoch)
     decoupled = args.decay_style == "decoupled"
     if not decoupled:
         kq.regularizers.add_weight_decay(model, args.weight_decay)

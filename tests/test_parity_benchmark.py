@@ -90,6 +90,37 @@ def test_keras_fit_gets_the_epochs_in_order():
     assert len(extra) <= 2 and all(value < 10 for value in extra), reads
 
 
+@pytest.mark.parametrize("schedule", ["step", "cosine"])
+def test_the_reference_follows_the_examples_schedule(schedule):
+    """The reference's learning rate at each step is the one Keras's
+    optimizer uses at that step of examples/cifar10.py's recipe."""
+    args = parity.main_parser().parse_args(
+        ["--epochs", "4", "--lr-schedule", schedule, "--warmup-epochs", "1"])
+    args.seed = 0
+    rates = parity.learning_rates(args, 5)
+    assert rates.shape == (20,)
+    import cifar10
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.SGD(cifar10.learning_rate_schedule(
+        cifar10.parse_args(parity.recipe_flags(args, "quadratic")), 5))
+    model.compile(optimizer, "mse")
+    used = []
+    for _ in range(20):
+        used.append(float(keras.ops.convert_to_numpy(
+            optimizer.learning_rate)))
+        model.train_on_batch(np.ones((1, 1)), np.ones((1, 1)))
+    np.testing.assert_allclose(rates, used, rtol=1e-6)
+    if schedule == "step":  # /10 after epoch 2, /100 after epoch 3
+        np.testing.assert_allclose(rates, [0.1] * 10 + [0.01] * 5
+                                   + [0.001] * 5, rtol=1e-6)
+    else:  # up from lr/10 over epoch 1, then down to 0
+        assert rates[0] == pytest.approx(0.01)
+        assert rates[5] == pytest.approx(0.1)
+        assert np.all(np.diff(rates[:6]) > 0)
+        assert np.all(np.diff(rates[5:]) < 0) and rates[-1] < 0.01
+
+
 def test_tiny_run_in_memory(tmp_path):
     x, y = _arrays(64)
     path = tmp_path / "tiny.npz"
@@ -99,6 +130,7 @@ def test_tiny_run_in_memory(tmp_path):
         [sys.executable, os.path.join(ROOT, "benchmarks", "parity.py"),
          "--npz", str(path), "--epochs", "1", "--depth", "8",
          "--batch-size", "16", "--neurons", "quadratic", "--seeds", "0",
+         "--lr-schedule", "cosine",
          "--backend", keras.backend.backend(), "--output-dir",
          str(tmp_path)],
         capture_output=True, text=True, timeout=600, env=env)
