@@ -14,7 +14,9 @@ same output directory resumes from the last completed epoch.
 """
 
 import argparse
+import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -59,7 +61,9 @@ process, on Keras's engines, configured by their standard variables only.
 recipe is unchanged; process 0 alone writes the output directory (resuming
 reads its backup, so on several hosts put --output-dir on a shared file
 system). Prepare the dataset before starting several processes. A process
-whose peers do not all join within --distribute-timeout is ended.
+whose peers do not all join within --distribute-timeout ends with exit code
+1; inconsistent variables, and on JAX a coordinator that never answers a
+process other than 0, end it with exit code 2 and a message.
 
   JAX, 2 processes on one machine (CPU or GPU):
     export KERAS_BACKEND=jax KERAS_DISTRIBUTION_NUM_PROCESSES=2
@@ -74,6 +78,18 @@ whose peers do not all join within --distribute-timeout is ended.
   torch: not yet (Keras 3.15 has no torch distribution; a later Keras that
     has one is used automatically).
 """
+
+
+def seconds(text):
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number of seconds > 0, not {text!r}")
+    return value
 
 
 def parse_args(argv=None):
@@ -124,10 +140,12 @@ def parse_args(argv=None):
     p.add_argument("--distribute", action="store_true",
                    help="data parallel over every device of every process "
                    "(see 'Scaling out' below)")
-    p.add_argument("--distribute-timeout", type=float, default=120,
+    p.add_argument("--distribute-timeout", type=seconds, default=120,
                    help="with --distribute: seconds to wait for the other "
-                   "processes to start before failing (also TensorFlow's "
-                   "timeout of each collective)")
+                   "processes to start before ending (exit code 1; on JAX "
+                   "a process other than 0 waits first for the coordinator "
+                   "to answer, up to as long again); on TensorFlow also "
+                   "the limit of each collective step")
     p.add_argument("--steps-per-execution", type=int, default=1,
                    help="training steps per compiled call (fewer host "
                    "round trips; JAX and TensorFlow only)")
@@ -204,9 +222,11 @@ def _archive_downloaded(builder):
         return False
 
 
-def load_splits(args):
+def load_splits(args, no_download_reason=None):
     """The train and test splits as tf.data datasets of (uint8 image, label),
-    and the number of training examples."""
+    and the number of training examples. A dataset that is not prepared is
+    downloaded if `args.download` and no `no_download_reason` (the end of
+    the error message otherwise) is given."""
     try:
         import tensorflow_datasets as tfds
     except ImportError as error:
@@ -228,9 +248,8 @@ def load_splits(args):
                  else "the default tfds data dir")
         alternatives = ("Pass --data-dir DIR with a tfds data dir where it is "
                         "prepared, or --mock-data to run on random images.")
-        if not args.download:
-            reason = getattr(args, "no_download_reason",
-                             "--no-download was given")
+        if no_download_reason or not args.download:
+            reason = no_download_reason or "--no-download was given"
             fail(f"the tfds dataset '{args.dataset}' is not prepared in "
                  f"{where} and {reason}. {alternatives}")
         server = (True if _archive_downloaded(builder)
@@ -422,11 +441,17 @@ def process_output_dir(out, topology):
     processes save the same models (under a multi-process distribution,
     saving is a step every process takes) into a temporary directory of
     their own, removed at the end, which starts as a copy of process 0's
-    backup so that they resume where it does."""
+    backup so that they resume where it does. Its name is fixed by `out`
+    and the process id, so that a run killed before its cleanup leaves one
+    directory, which the next run with the same `out` replaces."""
     if topology.is_chief:
         os.makedirs(out, exist_ok=True)
         return out
-    private = tempfile.mkdtemp(prefix=f"process{topology.process_id}-")
+    run = hashlib.sha1(os.path.abspath(out).encode()).hexdigest()[:12]
+    private = os.path.join(tempfile.gettempdir(), f"keras-quadratic-{run}-"
+                           f"process{topology.process_id}")
+    shutil.rmtree(private, ignore_errors=True)
+    os.makedirs(private)
     backup = os.path.join(out, "backup")
     if os.path.isdir(backup):
         shutil.copytree(backup, os.path.join(private, "backup"))
@@ -533,12 +558,10 @@ def main(argv=None, extra_callbacks=()):
             topology = kq.distribute.data_parallel(args.distribute_timeout)
         except (ValueError, TimeoutError, RuntimeError) as error:
             fail(f"--distribute: {error}")
-        if topology.processes > 1:
-            # no two processes preparing one folder
-            args.download = False
-            args.no_download_reason = (
-                "several processes do not download it (run once with one "
-                "process to prepare it)")
+    # no two processes preparing one folder
+    no_download_reason = (
+        "several processes do not download it (run once with one process "
+        "to prepare it)") if topology.processes > 1 else None
     if args.steps_per_execution < 1 or (
             args.steps_per_execution > 1 and backend == "torch"):
         fail(f"--steps-per-execution {args.steps_per_execution}: must be 1 "
@@ -549,7 +572,7 @@ def main(argv=None, extra_callbacks=()):
     except RuntimeError as error:
         fail(str(error))
     kq.devices.hide_gpus_from_tensorflow()
-    train, test, train_size = load_splits(args)
+    train, test, train_size = load_splits(args, no_download_reason)
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
         keras.config.set_dtype_policy(

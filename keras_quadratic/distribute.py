@@ -28,16 +28,20 @@ every process runs the same script with the same seed.
 Saving a model (`model.save`, `ModelCheckpoint`, `BackupAndRestore`) is a
 step every process must take under a multi-process JAX distribution, as
 under TensorFlow's: the processes other than 0 save into a directory of
-their own (examples/cifar10.py uses a temporary one).
+their own. examples/cifar10.py uses a temporary one that starts as a copy
+of process 0's backup, so that every process resumes from the same epoch.
 """
 
 import contextlib
+import faulthandler
 import json
+import math
+import numbers
 import os
 import socket
-import subprocess
 import sys
 import time
+import warnings
 
 import keras
 
@@ -199,39 +203,38 @@ def _wait_for(address, timeout, what):
             time.sleep(0.5)
 
 
-# A watchdog process: unless its stdin closes (or ends with its parent)
-# within TIMEOUT seconds, it writes MESSAGE and kills process PID.
-_WATCHDOG = """
-import os, select, signal, sys
-pid, timeout, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-if not select.select([sys.stdin], [], [], timeout)[0]:
-    sys.stderr.write(message)
-    sys.stderr.flush()
-    os.kill(pid, signal.SIGKILL)
-"""
-
-
 @contextlib.contextmanager
 def _deadline(timeout, what):
-    """Kills this process, with `what` on stderr, if the block has not
-    finished after `timeout` seconds. For the engines' own waits for the
-    other processes, which nothing inside the process can interrupt:
-    TensorFlow's cluster setup waits for absent workers without limit,
-    holding Python's lock and ignoring SIGTERM, and JAX's coordinator
-    aborts with a fatal error of its own. So the watch is kept by a small
-    process of its own."""
-    message = (
-        f"data_parallel: {what} within {timeout:g} s. Start every process "
-        "within that time (the same variables, each its own process id or "
-        "task), and check the addresses and ports. Ending this process.\n")
-    watchdog = subprocess.Popen(
-        [sys.executable, "-S", "-c", _WATCHDOG, str(os.getpid()),
-         str(timeout), message], stdin=subprocess.PIPE)
+    """Ends this process with exit code 1 if the block has not finished
+    after `timeout` seconds. For the engines' own waits for the other
+    processes, which nothing in Python can interrupt: TensorFlow's cluster
+    setup waits for absent workers without limit, holding Python's lock
+    and ignoring SIGTERM, and JAX's coordinator aborts with a fatal error
+    of its own. `faulthandler`'s timer runs outside Python's lock, writes
+    the stuck stack to stderr and exits; what it waits for is said first,
+    so that its "Timeout" reads as what it is. (It is Python's one such
+    timer: a timer of the caller's own is replaced for the block.)"""
+    stream = sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
+    print(f"data_parallel: waiting up to {timeout:g} s for {what}; if not "
+          "all join, this process ends with exit code 1 and a 'Timeout' "
+          "traceback. Start every process within that time (the same "
+          "variables, each its own process id or task) and check the "
+          "addresses and ports.", file=stream, flush=True)
+    faulthandler.dump_traceback_later(timeout, exit=True, file=stream)
     try:
         yield
     finally:
-        watchdog.stdin.close()  # stand down
-        watchdog.wait()
+        faulthandler.cancel_dump_traceback_later()
+
+
+def _check_timeout(timeout):
+    if isinstance(timeout, bool) or not isinstance(
+            timeout, numbers.Real) or not math.isfinite(timeout) or (
+            timeout <= 0):
+        raise ValueError(
+            "timeout: expected a finite number of seconds > 0. Received: "
+            f"{timeout!r}")
+    return float(timeout)
 
 
 def torch_distribution_available():
@@ -257,19 +260,25 @@ def data_parallel(timeout=120):
     the same weights. Keras shards a `tf.data` dataset per process itself.
 
     Args:
-        timeout: seconds to wait for the other processes, default 120: for
-            the coordinator to answer (else a `TimeoutError`), for every
-            process to join (else this process is killed, with a message
-            on stderr: the engines' waits cannot be interrupted), and, on
-            TensorFlow, for each collective step.
+        timeout: seconds (a finite number > 0), default 120. The start is
+            bounded by it: every process must join within it, else this
+            process ends with exit code 1 and a 'Timeout' traceback on
+            stderr, after a line saying what it waited for (the engines'
+            own waits cannot be interrupted). On JAX, a process other than
+            0 first waits up to `timeout` for the coordinator to answer
+            (else a `TimeoutError`), so it may wait up to twice `timeout`
+            in all. On TensorFlow it is also the limit of each collective
+            step during training.
 
     Returns:
         A `Topology`.
 
     Raises:
         ValueError: for inconsistent variables (a process id out of range,
-            a malformed address, a task missing from `TF_CONFIG`).
-        TimeoutError: when the coordinator does not answer in time.
+            a malformed address, a task missing from `TF_CONFIG`) or a
+            `timeout` that is not a finite number > 0.
+        TimeoutError: on JAX, when the coordinator does not answer a
+            process other than 0 in time.
         RuntimeError: on the torch backend of a Keras without torch
             distribution.
 
@@ -280,6 +289,7 @@ def data_parallel(timeout=120):
     >>> topology.processes, topology.process_id, topology.is_chief
     (1, 0, True)
     """
+    timeout = _check_timeout(timeout)
     backend = keras.backend.backend()
     if backend == "tensorflow":
         return _tensorflow(timeout)
@@ -294,17 +304,23 @@ def data_parallel(timeout=120):
 
 
 def _jax(timeout):
-    topology = jax_environment()
-    if topology is not None:
-        import jax
+    import jax
 
+    topology = jax_environment()
+    started = getattr(jax.distributed, "is_initialized", lambda: False)
+    if started():
+        # Started by the caller (jax.distributed.initialize or
+        # keras.distribution.initialize): JAX says where this process is.
+        topology = {"processes": jax.process_count(),
+                    "process_id": jax.process_index()}
+    elif topology is not None:
         # Collectives between processes on CPUs (GPUs use NCCL).
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         coordinator = topology["addresses"][0]
         if topology["process_id"] != 0:
             _wait_for(coordinator, timeout, "the coordinator (process 0)")
         processes = topology["processes"]
-        with _deadline(timeout, f"not all {processes} processes joined the "
+        with _deadline(timeout, f"all {processes} processes to join the "
                        f"coordinator {coordinator[0]}:{coordinator[1]}"):
             # (JAX's own limit comes later: ours speaks first)
             jax.distributed.initialize(
@@ -318,13 +334,23 @@ def _jax(timeout):
 
 def _agree_on_a_seed():
     """What `keras.distribution.initialize` does after starting JAX's
-    runtime: unless a seed is set, the processes agree on one, so that
-    their unseeded initializers draw the same weights. Keras's private
-    function, because its public `initialize` takes no timeout;
-    tests/test_distributed.py fails if it goes (unseeded weights must be
-    equal in both processes)."""
-    from keras.src.backend.jax.distribution_lib import initialize_rng
-
+    runtime: unless `keras.utils.set_random_seed` was called, the processes
+    agree on a seed and set it with `keras.utils.set_random_seed` (which
+    seeds Python's, NumPy's and TensorFlow's generators too), so that their
+    unseeded initializers draw the same weights. Keras's private function,
+    because its public `initialize` takes no timeout; the one private name
+    here. tests/test_distributed.py fails if it stops working (unseeded
+    weights must be equal in both processes)."""
+    try:
+        from keras.src.backend.jax.distribution_lib import initialize_rng
+    except ImportError:
+        warnings.warn(
+            "data_parallel: this Keras has no "
+            "keras.src.backend.jax.distribution_lib.initialize_rng, so the "
+            "processes may draw different initial weights: call "
+            "keras.utils.set_random_seed with one seed in every process.",
+            stacklevel=3)
+        return
     initialize_rng()
 
 
@@ -347,8 +373,8 @@ def _tensorflow(timeout):
     if topology is None:
         strategy = tf.distribute.MirroredStrategy()
         return Topology(strategy.num_replicas_in_sync, 1, 0, strategy)
-    with _deadline(timeout, f"not all {topology['processes']} tasks of "
-                   "TF_CONFIG started"):
+    with _deadline(timeout, f"all {topology['processes']} tasks of "
+                   "TF_CONFIG to start"):
         strategy = _multi_worker_strategy()(
             communication_options=tf.distribute.experimental
             .CommunicationOptions(timeout_seconds=timeout))

@@ -14,13 +14,23 @@ by kq.distribute.data_parallel() from the environment, it
 and writes what it saw, the ratios, the monitor's values and its final
 weights to OUTPUT (an .npz), for the test to compare across processes.
 
-    python tests/distributed_worker.py OUTPUT
+    python tests/distributed_worker.py OUTPUT [--keras-initializes]
+
+With --keras-initializes (JAX), the process starts JAX's runtime itself
+with `keras.distribution.initialize()` before calling `data_parallel`,
+which must then take the topology from JAX.
 """
 
 import sys
 
 import keras_quadratic as kq
 
+if "--keras-initializes" in sys.argv[2:]:
+    import jax
+    import keras
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    keras.distribution.initialize()
 topology = kq.distribute.data_parallel(timeout=60)
 
 import keras  # noqa: E402

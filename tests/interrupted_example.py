@@ -3,10 +3,15 @@ epoch's backup is written, as a preempted job ends (no cleanup, exit code
 3): the first half of tests/test_distributed.py's resume test.
 
     python tests/interrupted_example.py [examples/cifar10.py's arguments]
+
+Under a multi-process distribution, process 0 ends a few seconds after the
+others: it runs JAX's coordination service, whose sudden end would abort
+the others (SIGABRT) before they end as planned.
 """
 
 import os
 import sys
+import time
 
 import keras
 
@@ -22,6 +27,9 @@ class EndAfterFirstEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         sys.stdout.flush()
         sys.stderr.flush()
+        chief = os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID", "0") == "0"
+        if chief and os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES"):
+            time.sleep(3)
         os._exit(3)
 
 
