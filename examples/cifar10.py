@@ -16,7 +16,6 @@ same output directory resumes from the last completed epoch.
 import argparse
 import hashlib
 import json
-import math
 import os
 import shutil
 import sys
@@ -65,7 +64,8 @@ whose peers do not all join within --distribute-timeout ends with exit code
 1; inconsistent variables, and on JAX a coordinator that never answers a
 process other than 0, end it with exit code 2 and a message.
 
-  JAX, 2 processes on one machine (CPU or GPU):
+  JAX, 2 processes on one machine (CPUs; on GPUs give each process its
+  own, CUDA_VISIBLE_DEVICES=0 and =1):
     export KERAS_BACKEND=jax KERAS_DISTRIBUTION_NUM_PROCESSES=2
     export KERAS_DISTRIBUTION_JOB_ADDRESSES=localhost:12345
     KERAS_DISTRIBUTION_PROCESS_ID=0 python examples/cifar10.py --distribute &
@@ -81,15 +81,19 @@ process other than 0, end it with exit code 2 and a message.
 
 
 def seconds(text):
-    """argparse type: a finite number of seconds > 0."""
+    """argparse type: seconds, as `kq.distribute.data_parallel` accepts
+    them (its own check)."""
+    from keras_quadratic.distribute import check_timeout
+
     try:
         value = float(text)
     except ValueError:
-        value = None
-    if value is None or not math.isfinite(value) or value <= 0:
+        value = text
+    try:
+        return check_timeout(value)
+    except ValueError as error:
         raise argparse.ArgumentTypeError(
-            f"expected a finite number of seconds > 0, not {text!r}")
-    return value
+            str(error).removeprefix("timeout: ")) from None
 
 
 def parse_args(argv=None):
@@ -140,12 +144,11 @@ def parse_args(argv=None):
     p.add_argument("--distribute", action="store_true",
                    help="data parallel over every device of every process "
                    "(see 'Scaling out' below)")
-    p.add_argument("--distribute-timeout", type=seconds, default=120,
-                   help="with --distribute: seconds to wait for the other "
-                   "processes to start before ending (exit code 1; on JAX "
+    p.add_argument("--distribute-timeout", type=seconds, default=None,
+                   help="with --distribute: seconds (default 120) to wait "
+                   "for the other processes to start before ending (exit code 1; on JAX "
                    "a process other than 0 waits first for the coordinator "
-                   "to answer, up to as long again); on TensorFlow also "
-                   "the limit of each collective step")
+                   "to answer, up to as long again)")
     p.add_argument("--steps-per-execution", type=int, default=1,
                    help="training steps per compiled call (fewer host "
                    "round trips; JAX and TensorFlow only)")
@@ -441,17 +444,21 @@ def process_output_dir(out, topology):
     processes save the same models (under a multi-process distribution,
     saving is a step every process takes) into a temporary directory of
     their own, removed at the end, which starts as a copy of process 0's
-    backup so that they resume where it does. Its name is fixed by `out`
+    backup so that they resume where it does (on several hosts, `out` must
+    be on a file system they share). Its name is fixed by the user, `out`
     and the process id, so that a run killed before its cleanup leaves one
-    directory, which the next run with the same `out` replaces."""
+    directory, which the next run with the same `out` replaces; only its
+    owner can read it."""
     if topology.is_chief:
         os.makedirs(out, exist_ok=True)
         return out
     run = hashlib.sha1(os.path.abspath(out).encode()).hexdigest()[:12]
-    private = os.path.join(tempfile.gettempdir(), f"keras-quadratic-{run}-"
-                           f"process{topology.process_id}")
+    # (Windows has no uid, and a temporary directory per user)
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    private = os.path.join(tempfile.gettempdir(), f"keras-quadratic-{user}-"
+                           f"{run}-process{topology.process_id}")
     shutil.rmtree(private, ignore_errors=True)
-    os.makedirs(private)
+    os.makedirs(private, mode=0o700)
     backup = os.path.join(out, "backup")
     if os.path.isdir(backup):
         shutil.copytree(backup, os.path.join(private, "backup"))
@@ -551,11 +558,14 @@ def main(argv=None, extra_callbacks=()):
 
     backend = keras.backend.backend()
     topology = kq.distribute.Topology(devices=1, processes=1, process_id=0)
+    if args.distribute_timeout is not None and not args.distribute:
+        fail("--distribute-timeout is for --distribute alone.")
     if args.distribute:
         # First: the multi-process runtimes must start before anything
         # computes.
         try:
-            topology = kq.distribute.data_parallel(args.distribute_timeout)
+            topology = kq.distribute.data_parallel(
+                args.distribute_timeout or 120)
         except (ValueError, TimeoutError, RuntimeError) as error:
             fail(f"--distribute: {error}")
     # no two processes preparing one folder

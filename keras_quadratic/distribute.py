@@ -26,10 +26,12 @@ every process runs the same script with the same seed.
         ...                        # write files: process 0 only
 
 Saving a model (`model.save`, `ModelCheckpoint`, `BackupAndRestore`) is a
-step every process must take under a multi-process JAX distribution, as
-under TensorFlow's: the processes other than 0 save into a directory of
-their own. examples/cifar10.py uses a temporary one that starts as a copy
-of process 0's backup, so that every process resumes from the same epoch.
+step every process must take under `MultiWorkerMirroredStrategy` (its
+collectives run inside it); the processes other than 0 save into a
+directory of their own. examples/cifar10.py does so on both engines, into
+a temporary directory that starts as a copy of process 0's backup, so that
+every process resumes from the same epoch (on several hosts, that backup
+must be on a file system they share).
 """
 
 import contextlib
@@ -45,7 +47,7 @@ import warnings
 
 import keras
 
-JAX_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES",
+_JAX_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES",
                  "KERAS_DISTRIBUTION_NUM_PROCESSES",
                  "KERAS_DISTRIBUTION_PROCESS_ID")
 
@@ -84,13 +86,30 @@ class Topology:
                 f"{self.processes}, process_id={self.process_id})")
 
 
+# Longest start wait accepted: a week (faulthandler's timer overflows
+# somewhere above 1e9 s).
+MAX_TIMEOUT = 7 * 24 * 3600
+
+
 def _address(value, variable):
+    """`host:port` (an IPv6 host in brackets, `[::1]:12345`) as the
+    (host, port) pair a socket connects to."""
     host, _, port = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an IPv6 host without its brackets is ambiguous
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(
-            f"{variable}: expected addresses as host:port. Received: "
-            f"{value!r}")
-    return host.strip("[]"), int(port)
+            f"{variable}: expected addresses as host:port (an IPv6 host in "
+            f"brackets, [::1]:12345). Received: {value!r}")
+    return host, int(port)
+
+
+def _text(address):
+    """(host, port) as `host:port` again, an IPv6 host in brackets."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _integer(name, low, high=None):
@@ -106,17 +125,17 @@ def _integer(name, low, high=None):
     return number
 
 
-def jax_environment():
+def _jax_environment():
     """The JAX topology the environment describes: a dict with
     `processes`, `process_id` and `addresses` ((host, port) pairs, the
     coordinator first), or None when it describes one process. Raises
     ValueError, naming the variable, for an inconsistent one."""
-    given = [name for name in JAX_VARIABLES if os.environ.get(name)]
+    given = [name for name in _JAX_VARIABLES if os.environ.get(name)]
     if not given:
         return None
     if "KERAS_DISTRIBUTION_NUM_PROCESSES" not in given:
         raise ValueError(
-            f"multi-process training needs {', '.join(JAX_VARIABLES)}; "
+            f"multi-process training needs {', '.join(_JAX_VARIABLES)}; "
             "KERAS_DISTRIBUTION_NUM_PROCESSES is not set.")
     processes = _integer("KERAS_DISTRIBUTION_NUM_PROCESSES", 1)
     if "KERAS_DISTRIBUTION_PROCESS_ID" in given:
@@ -124,7 +143,7 @@ def jax_environment():
                               processes - 1)
     elif processes > 1:
         raise ValueError(
-            f"multi-process training needs {', '.join(JAX_VARIABLES)}; "
+            f"multi-process training needs {', '.join(_JAX_VARIABLES)}; "
             "KERAS_DISTRIBUTION_PROCESS_ID is not set.")
     if processes == 1:
         return None
@@ -145,7 +164,7 @@ def jax_environment():
             "addresses": addresses}
 
 
-def tf_environment():
+def _tf_environment():
     """The TensorFlow topology `TF_CONFIG` describes: a dict with
     `processes`, `process_id` (the task's index among all tasks, chief
     first) and `addresses`, or None for one process. Raises ValueError for
@@ -172,8 +191,12 @@ def tf_environment():
             "TF_CONFIG: a MultiWorkerMirroredStrategy cluster has `worker` "
             f"(and at most one `chief`) tasks. Received roles: {sorted(cluster)}")
     roles = [role for role, _ in tasks]
-    if kind not in ("chief", "worker") or not isinstance(index, int) or not (
-            0 <= index < roles.count(kind)):
+    if roles.count("chief") > 1:
+        raise ValueError(
+            "TF_CONFIG: a cluster has at most one `chief` task. Received "
+            f"{roles.count('chief')}.")
+    if kind not in ("chief", "worker") or isinstance(index, bool) or (
+            not isinstance(index, int)) or not 0 <= index < roles.count(kind):
         raise ValueError(
             f"TF_CONFIG: task {kind!r} {index!r} is not in the cluster "
             f"({roles.count('chief')} chief, {roles.count('worker')} "
@@ -195,11 +218,13 @@ def _wait_for(address, timeout, what):
                 return
         except OSError as error:
             if time.monotonic() > deadline:
+                kind = ("the host name does not resolve: "
+                        if isinstance(error, socket.gaierror) else "")
                 raise TimeoutError(
-                    f"{what} {address[0]}:{address[1]} did not answer within "
-                    f"{timeout:g} s ({error}). Start every process within "
-                    "that time, and check the address, the port and the "
-                    "firewall.") from None
+                    f"{what} {_text(address)} did not answer within "
+                    f"{timeout:g} s ({kind}{error}). Start every process "
+                    "within that time, and check the address, the port and "
+                    "the firewall.") from None
             time.sleep(0.5)
 
 
@@ -215,11 +240,9 @@ def _deadline(timeout, what):
     so that its "Timeout" reads as what it is. (It is Python's one such
     timer: a timer of the caller's own is replaced for the block.)"""
     stream = sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
-    print(f"data_parallel: waiting up to {timeout:g} s for {what}; if not "
-          "all join, this process ends with exit code 1 and a 'Timeout' "
-          "traceback. Start every process within that time (the same "
-          "variables, each its own process id or task) and check the "
-          "addresses and ports.", file=stream, flush=True)
+    print(f"data_parallel: waiting up to {timeout:g} s for {what} (else "
+          "exit code 1 after a 'Timeout' traceback)", file=stream,
+          flush=True)
     faulthandler.dump_traceback_later(timeout, exit=True, file=stream)
     try:
         yield
@@ -227,13 +250,16 @@ def _deadline(timeout, what):
         faulthandler.cancel_dump_traceback_later()
 
 
-def _check_timeout(timeout):
+def check_timeout(timeout):
+    """`timeout` as float seconds if it is a number > 0 and at most
+    `MAX_TIMEOUT` (a week), the bounds `data_parallel` accepts; else a
+    ValueError saying so."""
     if isinstance(timeout, bool) or not isinstance(
-            timeout, numbers.Real) or not math.isfinite(timeout) or (
-            timeout <= 0):
+            timeout, numbers.Real) or not math.isfinite(timeout) or not (
+            0 < timeout <= MAX_TIMEOUT):
         raise ValueError(
-            "timeout: expected a finite number of seconds > 0. Received: "
-            f"{timeout!r}")
+            "timeout: expected a number of seconds > 0 and at most "
+            f"{MAX_TIMEOUT} (a week). Received: {timeout!r}")
     return float(timeout)
 
 
@@ -257,18 +283,20 @@ def data_parallel(timeout=120):
     than one process, and installs Keras's data parallelism: each global
     batch (the batch size of the training data) is split over all devices
     and the gradients are averaged, so every process ends each step with
-    the same weights. Keras shards a `tf.data` dataset per process itself.
+    the same weights. A `tf.data` dataset is sharded per process by the
+    engine (Keras's on JAX, `tf.distribute`'s on TensorFlow).
 
     Args:
-        timeout: seconds (a finite number > 0), default 120. The start is
-            bounded by it: every process must join within it, else this
-            process ends with exit code 1 and a 'Timeout' traceback on
-            stderr, after a line saying what it waited for (the engines'
-            own waits cannot be interrupted). On JAX, a process other than
-            0 first waits up to `timeout` for the coordinator to answer
-            (else a `TimeoutError`), so it may wait up to twice `timeout`
-            in all. On TensorFlow it is also the limit of each collective
-            step during training.
+        timeout: seconds (a number > 0, at most a week), default 120. The
+            start is bounded by it: every process must join within it,
+            else this process ends with exit code 1 and a 'Timeout'
+            traceback on stderr, after a line saying what it waited for
+            (the engines' own waits cannot be interrupted). On JAX, a
+            process other than 0 first waits up to `timeout` for the
+            coordinator to answer (else a `TimeoutError`), then up to
+            `timeout` for the others to join and again for them to agree
+            on a seed. Training itself has no limit (a lost process stalls
+            the others, as in both engines).
 
     Returns:
         A `Topology`.
@@ -276,7 +304,7 @@ def data_parallel(timeout=120):
     Raises:
         ValueError: for inconsistent variables (a process id out of range,
             a malformed address, a task missing from `TF_CONFIG`) or a
-            `timeout` that is not a finite number > 0.
+            `timeout` out of bounds.
         TimeoutError: on JAX, when the coordinator does not answer a
             process other than 0 in time.
         RuntimeError: on the torch backend of a Keras without torch
@@ -289,14 +317,14 @@ def data_parallel(timeout=120):
     >>> topology.processes, topology.process_id, topology.is_chief
     (1, 0, True)
     """
-    timeout = _check_timeout(timeout)
+    timeout = check_timeout(timeout)
     backend = keras.backend.backend()
     if backend == "tensorflow":
         return _tensorflow(timeout)
     if backend == "jax":
         return _jax(timeout)
     if backend == "torch" and torch_distribution_available():
-        return _keras_distribution(jax_environment())
+        return _torch(timeout)
     raise RuntimeError(
         f"data-parallel training is not available on the {backend} backend "
         "of this Keras: use KERAS_BACKEND=jax or tensorflow (a later Keras "
@@ -306,29 +334,49 @@ def data_parallel(timeout=120):
 def _jax(timeout):
     import jax
 
-    topology = jax_environment()
     started = getattr(jax.distributed, "is_initialized", lambda: False)
     if started():
         # Started by the caller (jax.distributed.initialize or
-        # keras.distribution.initialize): JAX says where this process is.
+        # keras.distribution.initialize): JAX says where this process is,
+        # and the variables are not read.
         topology = {"processes": jax.process_count(),
                     "process_id": jax.process_index()}
-    elif topology is not None:
+        if topology["processes"] == 1:
+            topology = None
+        return _keras_distribution(topology)
+    topology = _jax_environment()
+    if topology is not None:
         # Collectives between processes on CPUs (GPUs use NCCL).
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        coordinator = topology["addresses"][0]
+        coordinator = _text(topology["addresses"][0])
         if topology["process_id"] != 0:
-            _wait_for(coordinator, timeout, "the coordinator (process 0)")
+            _wait_for(topology["addresses"][0], timeout,
+                      "the coordinator (process 0)")
         processes = topology["processes"]
         with _deadline(timeout, f"all {processes} processes to join the "
-                       f"coordinator {coordinator[0]}:{coordinator[1]}"):
+                       f"coordinator {coordinator}"):
             # (JAX's own limit comes later: ours speaks first)
             jax.distributed.initialize(
-                coordinator_address=f"{coordinator[0]}:{coordinator[1]}",
+                coordinator_address=coordinator,
                 num_processes=processes,
                 process_id=topology["process_id"],
                 initialization_timeout=int(timeout) + 60)
+        with _deadline(timeout, f"all {processes} processes to agree on a "
+                       "seed"):
             _agree_on_a_seed()
+    return _keras_distribution(topology)
+
+
+def _torch(timeout):
+    """For a Keras whose torch backend distributes (none yet, as of Keras
+    3.15): its `keras.distribution.initialize` with the same variables as
+    on JAX, bounded like the other engines' starts. Untested until such a
+    Keras is released."""
+    topology = _jax_environment()
+    if topology is not None:
+        with _deadline(timeout, f"all {topology['processes']} processes to "
+                       "start torch's distribution"):
+            keras.distribution.initialize()
     return _keras_distribution(topology)
 
 
@@ -338,9 +386,10 @@ def _agree_on_a_seed():
     agree on a seed and set it with `keras.utils.set_random_seed` (which
     seeds Python's, NumPy's and TensorFlow's generators too), so that their
     unseeded initializers draw the same weights. Keras's private function,
-    because its public `initialize` takes no timeout; the one private name
-    here. tests/test_distributed.py fails if it stops working (unseeded
-    weights must be equal in both processes)."""
+    because its public `initialize` takes no timeout (the other private
+    names here are the module `torch_distribution_available` looks for).
+    tests/test_distributed.py fails if it stops working (unseeded weights
+    must be equal in both processes)."""
     try:
         from keras.src.backend.jax.distribution_lib import initialize_rng
     except ImportError:
@@ -355,8 +404,6 @@ def _agree_on_a_seed():
 
 
 def _keras_distribution(topology):
-    if topology is not None and keras.backend.backend() != "jax":
-        keras.distribution.initialize()
     devices = keras.distribution.list_devices()
     keras.distribution.set_distribution(
         keras.distribution.DataParallel(devices=devices))
@@ -369,15 +416,15 @@ def _keras_distribution(topology):
 def _tensorflow(timeout):
     import tensorflow as tf
 
-    topology = tf_environment()
+    topology = _tf_environment()
     if topology is None:
         strategy = tf.distribute.MirroredStrategy()
         return Topology(strategy.num_replicas_in_sync, 1, 0, strategy)
     with _deadline(timeout, f"all {topology['processes']} tasks of "
                    "TF_CONFIG to start"):
-        strategy = _multi_worker_strategy()(
-            communication_options=tf.distribute.experimental
-            .CommunicationOptions(timeout_seconds=timeout))
+        # (no CommunicationOptions timeout: TensorFlow means it for
+        # debugging, and it fails training when a step or a save is slow)
+        strategy = _multi_worker_strategy()()
     return Topology(strategy.num_replicas_in_sync, topology["processes"],
                     topology["process_id"], strategy)
 
@@ -399,7 +446,7 @@ def _multi_worker_strategy():
 
     base = tf.distribute.MultiWorkerMirroredStrategy
 
-    class MultiWorkerMirroredStrategy(base):
+    class _KerasMultiWorkerMirroredStrategy(base):
         def reduce(self, reduce_op, value, axis):
             def one(tensor):
                 local = self.experimental_local_results(tensor)[0]
@@ -410,4 +457,4 @@ def _multi_worker_strategy():
 
             return tf.nest.map_structure(one, value)
 
-    return MultiWorkerMirroredStrategy
+    return _KerasMultiWorkerMirroredStrategy

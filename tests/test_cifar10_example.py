@@ -169,15 +169,25 @@ def test_require_gpu_is_an_error_on_the_cpu(tmp_path, capsys):
     assert not os.path.exists(os.path.join(tmp_path, "log.csv"))
 
 
-@pytest.mark.parametrize("value", ["0", "-3", "nan", "inf", "soon"])
+@pytest.mark.parametrize("value", ["0", "-3", "nan", "inf", "1e10", "soon"])
 def test_distribute_timeout_must_be_finite_seconds(value, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cifar10.parse_args(["--distribute-timeout", value])
     assert exit_info.value.code == 2
-    assert ("--distribute-timeout: expected a finite number of seconds > 0"
-            in capsys.readouterr().err)
+    assert ("--distribute-timeout: expected a number of seconds > 0 and at "
+            "most 604800" in capsys.readouterr().err)
     assert cifar10.parse_args(["--distribute-timeout", "2.5"]
                               ).distribute_timeout == 2.5
+
+
+def test_distribute_timeout_needs_distribute(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cifar10.main(SMALL + ["--distribute-timeout", "5", "--output-dir",
+                              str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert ("--distribute-timeout is for --distribute alone"
+            in capsys.readouterr().err)
+    assert not os.listdir(tmp_path)
 
 
 def test_steps_per_execution_and_jit_compile(tmp_path, capsys):

@@ -171,6 +171,10 @@ def test_cifar10_example_two_processes_resume(tmp_path):
         summary = json.load(f)
     assert summary["steps"] == 2 * (72 // 16)  # the optimizer's, restored
     assert not os.path.exists(os.path.join(out, "backup"))  # done with it
+    # the interrupted run's directory of process 1 was replaced, then
+    # removed at the end
+    assert not [name for name in os.listdir(tmp_path)
+                if name.startswith("keras-quadratic-")]
 
 
 @engines
@@ -254,19 +258,58 @@ def test_several_processes_do_not_download(tmp_path):
       "KERAS_DISTRIBUTION_PROCESS_ID": "0",
       "KERAS_DISTRIBUTION_JOB_ADDRESSES": "host0"},
      "expected addresses as host:port"),
+    ({"KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+      "KERAS_DISTRIBUTION_PROCESS_ID": "0",
+      "KERAS_DISTRIBUTION_JOB_ADDRESSES": "::1:1234"},  # brackets needed
+     "an IPv6 host in brackets"),
 ])
 def test_jax_environment(monkeypatch, variables, expected):
     """What the standard variables describe (read the same on every
     backend; only JAX starts from them)."""
-    for name in kq.distribute.JAX_VARIABLES:
+    for name in kq.distribute._JAX_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     if isinstance(expected, str):
         with pytest.raises(ValueError, match=re.escape(expected)):
-            kq.distribute.jax_environment()
+            kq.distribute._jax_environment()
     else:
-        assert kq.distribute.jax_environment() == expected
+        assert kq.distribute._jax_environment() == expected
+        if expected:  # the addresses as JAX is given them: brackets kept
+            assert ",".join(kq.distribute._text(address) for address in
+                            expected["addresses"]) == variables[
+                "KERAS_DISTRIBUTION_JOB_ADDRESSES"]
+
+
+@pytest.mark.parametrize("config,expected", [
+    (None, None),
+    ({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker",
+                                               "index": 0}}, None),
+    ({"cluster": {"chief": ["c:1"], "worker": ["a:1", "[::1]:2"]},
+      "task": {"type": "worker", "index": 1}},
+     {"processes": 3, "process_id": 2,
+      "addresses": [("c", 1), ("a", 1), ("::1", 2)]}),
+    ({"cluster": {"worker": ["a:1", "b:1"]},
+      "task": {"type": "worker", "index": True}}, "is not in the cluster"),
+    ({"cluster": {"worker": ["a:1", "b:1"]},
+      "task": {"type": "worker", "index": 2}}, "is not in the cluster"),
+    ({"cluster": {"chief": ["a:1", "b:1"], "worker": ["c:1"]},
+      "task": {"type": "worker", "index": 0}}, "at most one `chief`"),
+    ({"cluster": {"ps": ["a:1"], "worker": ["c:1"]},
+      "task": {"type": "worker", "index": 0}}, "Received roles"),
+    ({"cluster": {"worker": ["a:1"]}}, "TF_CONFIG must be JSON"),
+])
+def test_tf_environment(monkeypatch, config, expected):
+    """What TF_CONFIG describes (read on every backend; only TensorFlow
+    starts from it)."""
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    if config is not None:
+        monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            kq.distribute._tf_environment()
+    else:
+        assert kq.distribute._tf_environment() == expected
 
 
 def test_deadline_ends_a_stuck_process_and_stands_down_after_a_block(
@@ -297,8 +340,9 @@ def test_deadline_ends_a_stuck_process_and_stands_down_after_a_block(
 
 
 @pytest.mark.parametrize("timeout", [0, -1.0, float("nan"), float("inf"),
-                                     "5", True, None])
+                                     1e10, "5", True, None])
 def test_data_parallel_timeout_is_checked(timeout):
-    with pytest.raises(ValueError, match="timeout: expected a finite number "
-                       "of seconds > 0"):
+    with pytest.raises(ValueError, match="timeout: expected a number of "
+                       "seconds > 0 and at most 604800"):
         kq.distribute.data_parallel(timeout)
+    assert kq.distribute.check_timeout(604800) == 604800.0
