@@ -93,7 +93,8 @@ def seconds(text):
         return check_timeout(value)
     except ValueError as error:
         raise argparse.ArgumentTypeError(
-            str(error).removeprefix("timeout: ")) from None
+            str(error).removeprefix("timeout: ").split(" Received:")[0]
+            + f", not {text!r}") from None
 
 
 def parse_args(argv=None):
@@ -146,9 +147,9 @@ def parse_args(argv=None):
                    "(see 'Scaling out' below)")
     p.add_argument("--distribute-timeout", type=seconds, default=None,
                    help="with --distribute: seconds (default 120) to wait "
-                   "for the other processes to start before ending (exit code 1; on JAX "
-                   "a process other than 0 waits first for the coordinator "
-                   "to answer, up to as long again)")
+                   "for the other processes to start before ending (exit "
+                   "code 1; on JAX a process other than 0 waits first for "
+                   "the coordinator to answer, up to as long again)")
     p.add_argument("--steps-per-execution", type=int, default=1,
                    help="training steps per compiled call (fewer host "
                    "round trips; JAX and TensorFlow only)")
@@ -452,13 +453,18 @@ def process_output_dir(out, topology):
     if topology.is_chief:
         os.makedirs(out, exist_ok=True)
         return out
-    run = hashlib.sha1(os.path.abspath(out).encode()).hexdigest()[:12]
+    run = hashlib.sha1(os.path.abspath(out).encode(),
+                       usedforsecurity=False).hexdigest()[:12]
     # (Windows has no uid, and a temporary directory per user)
     user = os.getuid() if hasattr(os, "getuid") else "user"
     private = os.path.join(tempfile.gettempdir(), f"keras-quadratic-{user}-"
                            f"{run}-process{topology.process_id}")
     shutil.rmtree(private, ignore_errors=True)
-    os.makedirs(private, mode=0o700)
+    try:
+        os.makedirs(private, mode=0o700)
+    except OSError as error:
+        fail(f"process {topology.process_id} cannot make its directory "
+             f"{private} ({error}): remove it, or set TMPDIR elsewhere.")
     backup = os.path.join(out, "backup")
     if os.path.isdir(backup):
         shutil.copytree(backup, os.path.join(private, "backup"))
@@ -561,11 +567,12 @@ def main(argv=None, extra_callbacks=()):
     if args.distribute_timeout is not None and not args.distribute:
         fail("--distribute-timeout is for --distribute alone.")
     if args.distribute:
+        if args.distribute_timeout is None:
+            args.distribute_timeout = 120.0  # (as summary.json says)
         # First: the multi-process runtimes must start before anything
         # computes.
         try:
-            topology = kq.distribute.data_parallel(
-                args.distribute_timeout or 120)
+            topology = kq.distribute.data_parallel(args.distribute_timeout)
         except (ValueError, TimeoutError, RuntimeError) as error:
             fail(f"--distribute: {error}")
     # no two processes preparing one folder

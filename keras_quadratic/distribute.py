@@ -99,7 +99,8 @@ def _address(value, variable):
         host = host[1:-1]
     elif ":" in host:
         host = ""  # an IPv6 host without its brackets is ambiguous
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or host != host.strip() or not (
+            port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(
             f"{variable}: expected addresses as host:port (an IPv6 host in "
             f"brackets, [::1]:12345). Received: {value!r}")
@@ -181,6 +182,12 @@ def _tf_environment():
             "TF_CONFIG must be JSON with a `cluster` ({'worker': "
             "['host:port', ...]}) and a `task` ({'type': 'worker', 'index': "
             f"i}}). Received: {text!r} ({error!r})") from None
+    if not isinstance(cluster, dict) or not all(
+            isinstance(addresses, list) for addresses in cluster.values()):
+        raise ValueError(
+            "TF_CONFIG: `cluster` must map each role to a list of "
+            f"addresses ({{'worker': ['host:port', ...]}}). Received: "
+            f"{cluster!r}")
     tasks = []
     for role in ("chief", "worker"):
         for value in cluster.get(role, []):
@@ -264,15 +271,32 @@ def check_timeout(timeout):
 
 
 def torch_distribution_available():
-    """Whether the installed Keras distributes its torch backend (a
-    DataParallel for torch): detected by its module, not its version."""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(
-            "keras.src.backend.torch.distribution_lib") is not None
-    except ImportError:
+    """Whether the installed Keras distributes its torch backend: detected
+    by capability, not version. `keras.distribution` works through the
+    backend's `distribution_lib`, which Keras 3.15 leaves None on torch."""
+    if keras.backend.backend() != "torch":
         return False
+    from keras.src import backend
+
+    return getattr(backend, "distribution_lib", None) is not None
+
+
+def _other_engine(backend):
+    """The ValueError for a multi-process topology described by the other
+    engine's variables alone (each process would otherwise train alone and
+    all would write as process 0), or None."""
+    if backend == "jax" and os.environ.get("TF_CONFIG") and not any(
+            os.environ.get(name) for name in _JAX_VARIABLES):
+        wanted, given = "tensorflow", "TF_CONFIG"
+    elif backend != "jax" and not os.environ.get("TF_CONFIG") and (
+            _jax_environment() is not None):
+        wanted, given = "jax", "KERAS_DISTRIBUTION_* variables"
+    else:
+        return None
+    return ValueError(
+        f"{given} describes several processes, but the {backend} backend "
+        f"does not read it: set KERAS_BACKEND={wanted}, or configure this "
+        "backend's engine (see keras_quadratic.distribute).")
 
 
 def data_parallel(timeout=120):
@@ -294,9 +318,12 @@ def data_parallel(timeout=120):
             (the engines' own waits cannot be interrupted). On JAX, a
             process other than 0 first waits up to `timeout` for the
             coordinator to answer (else a `TimeoutError`), then up to
-            `timeout` for the others to join and again for them to agree
-            on a seed. Training itself has no limit (a lost process stalls
-            the others, as in both engines).
+            `timeout` for the others to join, so up to twice `timeout` in
+            all. Training itself has no limit from here (a process lost
+            mid-run stalls TensorFlow's others; JAX's end after its
+            heartbeat timeout). The bound is `faulthandler`'s one timer:
+            one the caller set (pytest's `faulthandler_timeout`, say) is
+            cancelled, and a notebook's kernel would end with the process.
 
     Returns:
         A `Topology`.
@@ -319,11 +346,15 @@ def data_parallel(timeout=120):
     """
     timeout = check_timeout(timeout)
     backend = keras.backend.backend()
+    if backend != "torch" or torch_distribution_available():
+        error = _other_engine(backend)
+        if error is not None:
+            raise error
     if backend == "tensorflow":
         return _tensorflow(timeout)
     if backend == "jax":
         return _jax(timeout)
-    if backend == "torch" and torch_distribution_available():
+    if torch_distribution_available():
         return _torch(timeout)
     raise RuntimeError(
         f"data-parallel training is not available on the {backend} backend "
@@ -334,8 +365,7 @@ def data_parallel(timeout=120):
 def _jax(timeout):
     import jax
 
-    started = getattr(jax.distributed, "is_initialized", lambda: False)
-    if started():
+    if _jax_started(jax):
         # Started by the caller (jax.distributed.initialize or
         # keras.distribution.initialize): JAX says where this process is,
         # and the variables are not read.
@@ -354,17 +384,26 @@ def _jax(timeout):
                       "the coordinator (process 0)")
         processes = topology["processes"]
         with _deadline(timeout, f"all {processes} processes to join the "
-                       f"coordinator {coordinator}"):
+                       f"coordinator {coordinator} and agree on a seed"):
             # (JAX's own limit comes later: ours speaks first)
             jax.distributed.initialize(
                 coordinator_address=coordinator,
                 num_processes=processes,
                 process_id=topology["process_id"],
                 initialization_timeout=int(timeout) + 60)
-        with _deadline(timeout, f"all {processes} processes to agree on a "
-                       "seed"):
             _agree_on_a_seed()
     return _keras_distribution(topology)
+
+
+def _jax_started(jax):
+    """Whether JAX's multi-process runtime is already started."""
+    is_initialized = getattr(jax.distributed, "is_initialized", None)
+    if is_initialized is not None:
+        return is_initialized()
+    # JAX releases before jax.distributed.is_initialized: its state
+    from jax._src import distributed
+
+    return distributed.global_state.client is not None
 
 
 def _torch(timeout):

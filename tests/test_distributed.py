@@ -159,6 +159,11 @@ def test_cifar10_example_two_processes_resume(tmp_path):
                     for env in _environments()]
     _run_together([[sys.executable, INTERRUPTED] + _example(out, 2)[2:]] * 2,
                   environments, tmp_path, expect=3)
+    # process 1's own directory, left by the abrupt end: its owner's alone
+    left = [name for name in os.listdir(tmp_path)
+            if name.startswith("keras-quadratic-")]
+    assert len(left) == 1 and left[0].endswith("-process1"), left
+    assert os.stat(tmp_path / left[0]).st_mode & 0o077 == 0
     assert os.path.isdir(os.path.join(out, "backup"))
     assert not os.path.exists(os.path.join(out, "summary.json"))
     environments = [dict(env, TMPDIR=str(tmp_path))
@@ -298,6 +303,13 @@ def test_jax_environment(monkeypatch, variables, expected):
     ({"cluster": {"ps": ["a:1"], "worker": ["c:1"]},
       "task": {"type": "worker", "index": 0}}, "Received roles"),
     ({"cluster": {"worker": ["a:1"]}}, "TF_CONFIG must be JSON"),
+    ({"cluster": ["a:1", "b:1"], "task": {"type": "worker", "index": 0}},
+     "`cluster` must map each role to a list"),
+    ({"cluster": {"worker": "a:1"}, "task": {"type": "worker", "index": 0}},
+     "`cluster` must map each role to a list"),
+    ({"cluster": {"worker": ["a:1", "b:\u0668\u0660"]},  # Arabic-Indic 80
+      "task": {"type": "worker", "index": 0}},
+     "expected addresses as host:port"),
 ])
 def test_tf_environment(monkeypatch, config, expected):
     """What TF_CONFIG describes (read on every backend; only TensorFlow
@@ -310,6 +322,35 @@ def test_tf_environment(monkeypatch, config, expected):
             kq.distribute._tf_environment()
     else:
         assert kq.distribute._tf_environment() == expected
+
+
+@pytest.mark.parametrize("variables", [
+    {"TF_CONFIG": json.dumps({"cluster": {"worker": ["a:1", "b:1"]},
+                              "task": {"type": "worker", "index": 0}})},
+    {"KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+     "KERAS_DISTRIBUTION_PROCESS_ID": "0",
+     "KERAS_DISTRIBUTION_JOB_ADDRESSES": "localhost:1"},
+])
+def test_the_other_engines_variables_are_refused(monkeypatch, variables):
+    """Several processes described for the other engine alone: refused
+    before anything starts, rather than each process training alone and
+    every one writing as process 0."""
+    for name in kq.distribute._JAX_VARIABLES + ("TF_CONFIG",):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    ours = "TF_CONFIG" in variables if BACKEND == "tensorflow" else (
+        "TF_CONFIG" not in variables)
+    if BACKEND == "torch":
+        with pytest.raises(RuntimeError, match="not available on the torch"):
+            kq.distribute.data_parallel()
+    elif ours:
+        pytest.skip("this engine's own variables (started in the tests "
+                    "above)")
+    else:
+        wanted = "jax" if BACKEND == "tensorflow" else "tensorflow"
+        with pytest.raises(ValueError, match=f"KERAS_BACKEND={wanted}"):
+            kq.distribute.data_parallel()
 
 
 def test_deadline_ends_a_stuck_process_and_stands_down_after_a_block(
