@@ -426,7 +426,9 @@ def _agree_on_a_seed():
     seeds Python's, NumPy's and TensorFlow's generators too), so that their
     unseeded initializers draw the same weights. Keras's private function,
     because its public `initialize` takes no timeout (the other private
-    names here are the module `torch_distribution_available` looks for).
+    names here: the backend's `distribution_lib` that
+    `torch_distribution_available` looks at, and JAX's state on releases
+    without `jax.distributed.is_initialized`).
     tests/test_distributed.py fails if it stops working (unseeded weights
     must be equal in both processes)."""
     try:
