@@ -28,6 +28,7 @@ with the example's model and optimizer (`cifar10.build_and_compile`):
 """
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -314,7 +315,10 @@ def main(argv=None):
     if args.worker:  # one run, in a process of its own
         kind, neuron = args.worker.split(":")
         run = torch_run if kind == "torch" else keras_npz_run
-        print(json.dumps(run(args, neuron)))
+        # progress (Keras's epoch logs) to stderr: stdout has the result
+        with contextlib.redirect_stdout(sys.stderr):
+            accuracies = run(args, neuron)
+        print(json.dumps(accuracies))
         return
     output_dir = args.output_dir or os.path.join("runs", "parity")
     os.makedirs(output_dir, exist_ok=True)

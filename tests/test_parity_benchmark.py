@@ -136,6 +136,10 @@ def test_tiny_run_in_memory(tmp_path):
         capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| QResNet8 | 0 |" in result.stdout
+    # both sides show their progress on stderr (stdout is the table)
+    assert "pytorch-reference quadratic epoch 1" in result.stderr
+    assert "val_accuracy" in result.stderr
+    assert "val_accuracy" not in result.stdout
     with open(tmp_path / "parity.json") as f:
         (run,) = json.load(f)["results"]
     for side in ("pytorch_reference", "keras_quadratic"):
