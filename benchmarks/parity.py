@@ -24,6 +24,10 @@ with the example's model and optimizer (`cifar10.build_and_compile`):
 
     python benchmarks/parity.py --npz subset.npz --backend jax --seeds 0 1 2
 
+With `--keras-init reference` (npz only), keras-quadratic starts from the
+reference's initial weights for each seed (copied from PyTorch's draw), so
+that the two differ in training alone, not in the draw.
+
 `--backend` defaults to $KERAS_BACKEND, else tensorflow.
 """
 
@@ -218,18 +222,38 @@ def keras_batches(source):
     return dataset, EpochBatches()
 
 
+def keras_model(args, neuron, steps_per_epoch, data_format):
+    """The example's model and optimizer (`cifar10.build_and_compile`);
+    with `--keras-init reference`, given the initial weights of the
+    reference's seed (`torch_run`'s, drawn by PyTorch), so that both start
+    from the same point."""
+    import cifar10
+
+    recipe = cifar10.parse_args(recipe_flags(args, neuron))
+    model = cifar10.build_and_compile(recipe, steps_per_epoch, 10,
+                                      data_format)
+    if args.keras_init == "reference":
+        import torch
+
+        from torch_reference import ResNet
+        from torch_reference import copy_to_keras
+
+        torch.manual_seed(args.seed)  # as torch_run, before its ResNet
+        copy_to_keras(ResNet(args.depth, neuron), model)
+    return model
+
+
 def keras_npz_run(args, neuron):
     """The example's model and optimizer (cifar10.build_and_compile) with
     `model.fit` on the in-memory batches; test accuracy after each epoch."""
+    if args.keras_init == "reference":
+        import torch  # noqa: F401 (before keras: both in one process)
     import keras
-
-    import cifar10
 
     keras.utils.set_random_seed(args.seed)
     data_format = keras.config.image_data_format()
     train, test = load_npz(args, data_format, args.seed)
-    recipe = cifar10.parse_args(recipe_flags(args, neuron))
-    model = cifar10.build_and_compile(recipe, train.steps, 10, data_format)
+    model = keras_model(args, neuron, train.steps, data_format)
     train_batches, callback = keras_batches(train)
     test_batches, _ = keras_batches(test)
     history = model.fit(train_batches, epochs=args.epochs, shuffle=False,
@@ -300,6 +324,12 @@ def main_parser():
                    choices=("tensorflow", "jax", "torch"))
     p.add_argument("--neurons", nargs="+", default=["quadratic", "linear"],
                    choices=("quadratic", "linear"))
+    p.add_argument("--keras-init", choices=("own", "reference"),
+                   default="own",
+                   help="keras-quadratic's initial weights: its own draw "
+                   "(default) or the reference's for the same seed (copied "
+                   "from PyTorch; needs --npz), so that the two differ only "
+                   "in training")
     p.add_argument("--output-dir", default=None,
                    help="where parity.json goes (default runs/parity)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -312,6 +342,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     args.argv = argv
     args.seed = args.seeds[0]
+    if args.keras_init == "reference" and not args.npz:
+        p.error("--keras-init reference needs --npz (the Keras side is "
+                "then trained in this script, not by examples/cifar10.py)")
     if args.worker:  # one run, in a process of its own
         kind, neuron = args.worker.split(":")
         run = torch_run if kind == "torch" else keras_npz_run
@@ -348,11 +381,13 @@ def table(results, args, data):
     import numpy as np
 
     name = lambda n: ("Q" if n == "quadratic" else "") + f"ResNet{args.depth}"  # noqa
+    init = (", from the reference's initial weights"
+            if args.keras_init == "reference" else "")
     lines = [f"\n{args.epochs} epochs ({args.lr_schedule} schedule), {data}, "
              f"seeds {', '.join(map(str, args.seeds))}; final-epoch test "
              "accuracy (%)\n",
              f"| model | seed | PyTorch reference | keras-quadratic "
-             f"({args.backend}) | difference (points) |",
+             f"({args.backend}{init}) | difference (points) |",
              "| --- | --- | ---: | ---: | ---: |"]
     for neuron in args.neurons:
         rows = [r for r in results if r["neuron"] == neuron]

@@ -144,3 +144,37 @@ def test_tiny_run_in_memory(tmp_path):
         (run,) = json.load(f)["results"]
     for side in ("pytorch_reference", "keras_quadratic"):
         assert len(run[side]) == 1 and 0.0 <= run[side][0] <= 1.0
+
+
+@pytest.mark.parametrize("neuron", ["quadratic", "linear"])
+def test_keras_init_reference_starts_from_the_reference_weights(neuron):
+    import torch
+
+    from torch_reference import ResNet
+
+    args = parity.main_parser().parse_args(
+        ["--npz", "unused.npz", "--depth", "8", "--seeds", "3",
+         "--keras-init", "reference"])
+    args.seed = 3
+    data_format = keras.config.image_data_format()
+    model = parity.keras_model(args, neuron, 5, data_format)
+    torch.manual_seed(3)  # the reference's own draw for seed 3
+    reference = ResNet(8, neuron).eval()
+    x = np.random.default_rng(0).standard_normal(
+        (4, 32, 32, 3)).astype("float32")
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(
+            x.transpose(0, 3, 1, 2).copy())).numpy()
+    inputs = x if data_format == "channels_last" else x.transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(model.predict(inputs, verbose=0), expected,
+                               rtol=1e-4, atol=1e-4)
+    # and not by chance: keras-quadratic's own draw predicts otherwise
+    args.keras_init = "own"
+    own = parity.keras_model(args, neuron, 5, data_format)
+    assert np.abs(own.predict(inputs, verbose=0) - expected).max() > 1e-2
+
+
+def test_keras_init_reference_needs_npz(capsys):
+    with pytest.raises(SystemExit):
+        parity.main(["--keras-init", "reference", "--epochs", "1"])
+    assert "--keras-init reference needs --npz" in capsys.readouterr().err

@@ -24,53 +24,13 @@ torch = pytest.importorskip("torch")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..",
                                 "benchmarks"))
 from torch_reference import ResNet  # noqa: E402
+from torch_reference import as_keras  # noqa: E402
+from torch_reference import keras_counterparts  # noqa: E402
 from torch_reference import reference_optimizer  # noqa: E402
 
 # A weight decay 500x the recipe's, so that a missing or misplaced decay is
 # far outside the tolerance over two steps.
 LR, MOMENTUM, WEIGHT_DECAY, GAMMA = 0.1, 0.9, 5e-2, 1e-2
-
-
-def _pairs(reference, model):
-    """(torch tensor, keras variable, is a conv kernel) for every weight and
-    batch-norm statistic, matched in network order."""
-    convs = [reference.conv1]
-    norms = [reference.bn1]
-    for block in reference.blocks:
-        convs += [block.conv1, block.conv2]
-        norms += [block.bn1, block.bn2]
-    keras_convs = [layer for layer in model.layers if isinstance(
-        layer, (keras.layers.Conv2D, kq.layers.QuadraticConv2D))]
-    keras_norms = [layer for layer in model.layers
-                   if isinstance(layer, keras.layers.BatchNormalization)]
-    assert len(keras_convs) == len(convs) and len(keras_norms) == len(norms)
-    pairs = []
-    for conv, layer in zip(convs, keras_convs):
-        if hasattr(conv, "conv_r"):
-            for part, kernel, bias in (("conv_r", "kernel", "bias"),
-                                       ("conv_g", "gate_kernel", "gate_bias"),
-                                       ("conv_b", "square_kernel",
-                                        "square_bias")):
-                module = getattr(conv, part)
-                pairs += [(module.weight, getattr(layer, kernel), True),
-                          (module.bias, getattr(layer, bias), False)]
-        else:
-            pairs.append((conv.weight, layer.kernel, True))
-    for norm, layer in zip(norms, keras_norms):
-        pairs += [(norm.weight, layer.gamma, False),
-                  (norm.bias, layer.beta, False),
-                  (norm.running_mean, layer.moving_mean, False),
-                  (norm.running_var, layer.moving_variance, False)]
-    classifier = model.get_layer("classifier")
-    pairs += [(reference.linear.weight.T, classifier.kernel, False),
-              (reference.linear.bias, classifier.bias, False)]
-    return pairs
-
-
-def _as_keras(tensor, is_kernel):
-    value = tensor.detach().numpy()
-    # (out, in, h, w) -> (h, w, in, out); copies, never views of torch memory
-    return np.array(value.transpose(2, 3, 1, 0) if is_kernel else value)
 
 
 @pytest.mark.parametrize("neuron", ["quadratic", "linear"])
@@ -87,8 +47,8 @@ def test_two_training_steps_equal_the_pytorch_reference(neuron):
                     part.bias.normal_(0.0, 0.05)
                 module.conv_g.bias.add_(1.0)
     model = kq.models.QResNet(8, neuron, input_shape=(16, 16, 3))
-    pairs = _pairs(reference, model)
-    initial = [_as_keras(tensor, is_kernel) for tensor, _, is_kernel in pairs]
+    pairs = keras_counterparts(reference, model)
+    initial = [as_keras(tensor, is_kernel) for tensor, _, is_kernel in pairs]
     for (_, variable, _), value in zip(pairs, initial):
         variable.assign(value)
 
@@ -125,7 +85,7 @@ def test_two_training_steps_equal_the_pytorch_reference(neuron):
                 rtol=1e-4)
 
     for (tensor, variable, is_kernel), start in zip(pairs, initial):
-        expected = _as_keras(tensor, is_kernel)
+        expected = as_keras(tensor, is_kernel)
         scale = max(float(np.abs(expected).max()), 1e-3)
         # PyTorch's running_var takes the unbiased batch variance (x n/(n-1)
         # with n = batch x height x width: 128 values per channel in the
