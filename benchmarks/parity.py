@@ -25,8 +25,9 @@ with the example's model and optimizer (`cifar10.build_and_compile`):
     python benchmarks/parity.py --npz subset.npz --backend jax --seeds 0 1 2
 
 With `--keras-init reference` (npz only), keras-quadratic starts from the
-reference's initial weights for each seed (copied from PyTorch's draw), so
-that the two differ in training alone, not in the draw.
+very weights the reference starts from for each seed (PyTorch's draw,
+handed over as an npz in --output-dir), so that the two differ in
+training alone, not in the draw.
 
 `--backend` defaults to $KERAS_BACKEND, else tensorflow.
 """
@@ -135,6 +136,10 @@ def torch_run(args, neuron):
         epoch_of = lambda data, number: (  # noqa: E731
             (x.numpy(), y.numpy()) for x, y in data)
     model = ResNet(args.depth, neuron).to(device)
+    if args.keras_init == "reference":  # for keras_model, before training
+        np.savez(initial_weights_path(args, neuron),
+                 **{name: value.detach().cpu().numpy()
+                    for name, value in model.state_dict().items()})
     optimizer = reference_optimizer(model, args.lr, args.gamma, 0.9,
                                     args.weight_decay)
     # the quadratic group at lr * gamma, whatever the step's lr
@@ -224,8 +229,8 @@ def keras_batches(source):
 
 def keras_model(args, neuron, steps_per_epoch, data_format):
     """The example's model and optimizer (`cifar10.build_and_compile`);
-    with `--keras-init reference`, given the initial weights of the
-    reference's seed (`torch_run`'s, drawn by PyTorch), so that both start
+    with `--keras-init reference`, given the initial weights that
+    `torch_run` drew (with PyTorch) and trained from, so that both start
     from the same point."""
     import cifar10
 
@@ -233,21 +238,31 @@ def keras_model(args, neuron, steps_per_epoch, data_format):
     model = cifar10.build_and_compile(recipe, steps_per_epoch, 10,
                                       data_format)
     if args.keras_init == "reference":
-        import torch
+        import numpy as np
 
-        from torch_reference import ResNet
-        from torch_reference import copy_to_keras
+        from reference_weights import copy_to_keras
 
-        torch.manual_seed(args.seed)  # as torch_run, before its ResNet
-        copy_to_keras(ResNet(args.depth, neuron), model)
+        with np.load(initial_weights_path(args, neuron)) as weights:
+            copy_to_keras(weights, model)
     return model
 
 
+def initial_weights_path(args, neuron):
+    """Where `torch_run` leaves the reference's initial weights (a
+    `state_dict` as npz) for `keras_model`: a file, so that the Keras
+    process never imports torch next to JAX or TensorFlow."""
+    return os.path.join(
+        output_dir(args),
+        f"reference-initial-{neuron}-depth{args.depth}-seed{args.seed}.npz")
+
+
+def output_dir(args):
+    return args.output_dir or os.path.join("runs", "parity")
+
+
 def keras_npz_run(args, neuron):
-    """The example's model and optimizer (cifar10.build_and_compile) with
-    `model.fit` on the in-memory batches; test accuracy after each epoch."""
-    if args.keras_init == "reference":
-        import torch  # noqa: F401 (before keras: both in one process)
+    """`keras_model` (the example's model and optimizer) with `model.fit`
+    on the in-memory batches; test accuracy after each epoch."""
     import keras
 
     keras.utils.set_random_seed(args.seed)
@@ -265,7 +280,7 @@ def keras_npz_run(args, neuron):
 def keras_run(args, neuron):
     """examples/cifar10.py with the recipe's flags; test accuracy after
     each epoch."""
-    out = os.path.join(args.output_dir or os.path.join("runs", "parity"),
+    out = os.path.join(output_dir(args),
                        f"keras-{args.backend}-{neuron}-seed{args.seed}")
     command = [
         sys.executable, os.path.join(ROOT, "examples", "cifar10.py"),
@@ -353,8 +368,7 @@ def main(argv=None):
             accuracies = run(args, neuron)
         print(json.dumps(accuracies))
         return
-    output_dir = args.output_dir or os.path.join("runs", "parity")
-    os.makedirs(output_dir, exist_ok=True)
+    os.makedirs(output_dir(args), exist_ok=True)
     data = (os.path.basename(args.npz) if args.npz else
             f"{args.train_split} / {args.test_split}")
     results = []
@@ -371,7 +385,8 @@ def main(argv=None):
                             "keras_quadratic": ours})
             print(f"{neuron} seed {seed}: reference {reference}, "
                   f"keras-quadratic {ours}", file=sys.stderr, flush=True)
-            with open(os.path.join(output_dir, "parity.json"), "w") as f:
+            with open(os.path.join(output_dir(args), "parity.json"),
+                      "w") as f:
                 json.dump({"args": vars(args), "results": results}, f,
                           indent=2)
     print(table(results, args, data))

@@ -9,7 +9,6 @@ prints one JSON line with the median step time.
 import argparse
 import json
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -108,65 +107,6 @@ def reference_optimizer(model, lr=0.1, gamma=None, momentum=0.9,
                        else 0.0})
     return torch.optim.SGD(groups, lr=lr, momentum=momentum,
                            weight_decay=weight_decay)
-
-
-def keras_counterparts(reference, model):
-    """(torch tensor, Keras variable, is a conv kernel) for every weight and
-    batch-norm statistic of `reference` and of `model`, the same network in
-    keras-quadratic (`keras_quadratic.models.QResNet` of the same depth and
-    neuron), matched in network order."""
-    import keras
-
-    import keras_quadratic as kq
-
-    convs, norms = [reference.conv1], [reference.bn1]
-    for block in reference.blocks:
-        convs += [block.conv1, block.conv2]
-        norms += [block.bn1, block.bn2]
-    keras_convs = [layer for layer in model.layers if isinstance(
-        layer, (keras.layers.Conv2D, kq.layers.QuadraticConv2D))]
-    keras_norms = [layer for layer in model.layers
-                   if isinstance(layer, keras.layers.BatchNormalization)]
-    if len(keras_convs) != len(convs) or len(keras_norms) != len(norms):
-        raise ValueError(
-            f"`model` has {len(keras_convs)} convolutions and "
-            f"{len(keras_norms)} batch norms, the reference {len(convs)} and "
-            f"{len(norms)}: not the same network")
-    pairs = []
-    for conv, layer in zip(convs, keras_convs):
-        if isinstance(conv, QuadraticConv):
-            for part, kernel, bias in (("conv_r", "kernel", "bias"),
-                                       ("conv_g", "gate_kernel", "gate_bias"),
-                                       ("conv_b", "square_kernel",
-                                        "square_bias")):
-                module = getattr(conv, part)
-                pairs += [(module.weight, getattr(layer, kernel), True),
-                          (module.bias, getattr(layer, bias), False)]
-        else:
-            pairs.append((conv.weight, layer.kernel, True))
-    for norm, layer in zip(norms, keras_norms):
-        pairs += [(norm.weight, layer.gamma, False),
-                  (norm.bias, layer.beta, False),
-                  (norm.running_mean, layer.moving_mean, False),
-                  (norm.running_var, layer.moving_variance, False)]
-    classifier = model.get_layer("classifier")
-    pairs += [(reference.linear.weight.T, classifier.kernel, False),
-              (reference.linear.bias, classifier.bias, False)]
-    return pairs
-
-
-def as_keras(tensor, is_kernel):
-    """A NumPy copy of `tensor` in Keras's layout: conv kernels (out, in,
-    h, w) -> (h, w, in, out); never a view of torch memory."""
-    value = tensor.detach().cpu().numpy()
-    return np.array(value.transpose(2, 3, 1, 0) if is_kernel else value)
-
-
-def copy_to_keras(reference, model):
-    """Gives `model` (see `keras_counterparts`) the reference's weights and
-    batch-norm statistics."""
-    for tensor, variable, is_kernel in keras_counterparts(reference, model):
-        variable.assign(as_keras(tensor, is_kernel))
 
 
 def training_step(depth, neuron, batch, dtype="float32", device="cpu",

@@ -121,7 +121,8 @@ def test_the_reference_follows_the_examples_schedule(schedule):
         assert np.all(np.diff(rates[5:]) < 0) and rates[-1] < 0.01
 
 
-def test_tiny_run_in_memory(tmp_path):
+@pytest.mark.parametrize("keras_init", ["own", "reference"])
+def test_tiny_run_in_memory(keras_init, tmp_path):
     x, y = _arrays(64)
     path = tmp_path / "tiny.npz"
     np.savez(path, x_train=x, y_train=y, x_test=x[:32], y_test=y[:32])
@@ -130,7 +131,7 @@ def test_tiny_run_in_memory(tmp_path):
         [sys.executable, os.path.join(ROOT, "benchmarks", "parity.py"),
          "--npz", str(path), "--epochs", "1", "--depth", "8",
          "--batch-size", "16", "--neurons", "quadratic", "--seeds", "0",
-         "--lr-schedule", "cosine",
+         "--lr-schedule", "cosine", "--keras-init", keras_init,
          "--backend", keras.backend.backend(), "--output-dir",
          str(tmp_path)],
         capture_output=True, text=True, timeout=600, env=env)
@@ -144,28 +145,39 @@ def test_tiny_run_in_memory(tmp_path):
         (run,) = json.load(f)["results"]
     for side in ("pytorch_reference", "keras_quadratic"):
         assert len(run[side]) == 1 and 0.0 <= run[side][0] <= 1.0
+    # the reference's initial weights, handed over as a file or not at all
+    handed_over = tmp_path / "reference-initial-quadratic-depth8-seed0.npz"
+    assert handed_over.exists() == (keras_init == "reference")
 
 
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("neuron", ["quadratic", "linear"])
-def test_keras_init_reference_starts_from_the_reference_weights(neuron):
+def test_keras_init_reference_starts_from_the_reference_weights(
+        neuron, data_format, tmp_path):
     import torch
 
     from torch_reference import ResNet
 
+    keras.config.set_image_data_format(data_format)  # reset by conftest
     args = parity.main_parser().parse_args(
         ["--npz", "unused.npz", "--depth", "8", "--seeds", "3",
-         "--keras-init", "reference"])
+         "--keras-init", "reference", "--output-dir", str(tmp_path)])
     args.seed = 3
-    data_format = keras.config.image_data_format()
-    model = parity.keras_model(args, neuron, 5, data_format)
-    torch.manual_seed(3)  # the reference's own draw for seed 3
+    torch.manual_seed(3)
     reference = ResNet(8, neuron).eval()
+    # what torch_run leaves for the Keras side
+    np.savez(parity.initial_weights_path(args, neuron),
+             **{k: v.numpy() for k, v in reference.state_dict().items()})
+    model = parity.keras_model(args, neuron, 5, data_format)
     x = np.random.default_rng(0).standard_normal(
         (4, 32, 32, 3)).astype("float32")
     with torch.no_grad():
         expected = reference(torch.from_numpy(
             x.transpose(0, 3, 1, 2).copy())).numpy()
     inputs = x if data_format == "channels_last" else x.transpose(0, 3, 1, 2)
+    # At initialization the gates and squares are 1 and 0 and batch norm
+    # the identity on both sides, so this checks the drawn weights (He
+    # kernels, PyTorch's biases); test_torch_parity checks the full map.
     np.testing.assert_allclose(model.predict(inputs, verbose=0), expected,
                                rtol=1e-4, atol=1e-4)
     # and not by chance: keras-quadratic's own draw predicts otherwise
@@ -174,7 +186,19 @@ def test_keras_init_reference_starts_from_the_reference_weights(neuron):
     assert np.abs(own.predict(inputs, verbose=0) - expected).max() > 1e-2
 
 
-def test_keras_init_reference_needs_npz(capsys):
-    with pytest.raises(SystemExit):
-        parity.main(["--keras-init", "reference", "--epochs", "1"])
+def test_a_weight_the_reference_lacks_is_an_error():
+    import keras_quadratic as kq
+    from reference_weights import keras_counterparts
+
+    model = kq.models.QResNet(8, "quadratic", rezero=True,
+                              input_shape=(32, 32, 3))
+    with pytest.raises(ValueError, match="no counterpart"):
+        keras_counterparts(model)
+
+
+def test_keras_init_reference_needs_npz(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        parity.main(["--keras-init", "reference", "--epochs", "1",
+                     "--output-dir", str(tmp_path)])
+    assert exit_.value.code == 2
     assert "--keras-init reference needs --npz" in capsys.readouterr().err

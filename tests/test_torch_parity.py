@@ -23,14 +23,20 @@ import keras_quadratic as kq
 torch = pytest.importorskip("torch")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..",
                                 "benchmarks"))
+from reference_weights import as_keras  # noqa: E402
+from reference_weights import keras_counterparts  # noqa: E402
 from torch_reference import ResNet  # noqa: E402
-from torch_reference import as_keras  # noqa: E402
-from torch_reference import keras_counterparts  # noqa: E402
 from torch_reference import reference_optimizer  # noqa: E402
 
 # A weight decay 500x the recipe's, so that a missing or misplaced decay is
 # far outside the tolerance over two steps.
 LR, MOMENTUM, WEIGHT_DECAY, GAMMA = 0.1, 0.9, 5e-2, 1e-2
+
+
+def _state(reference, pairs):
+    """The reference's current tensors for `pairs`, in their order."""
+    state = reference.state_dict()
+    return [state[name].detach() for name, _ in pairs]
 
 
 @pytest.mark.parametrize("neuron", ["quadratic", "linear"])
@@ -47,9 +53,10 @@ def test_two_training_steps_equal_the_pytorch_reference(neuron):
                     part.bias.normal_(0.0, 0.05)
                 module.conv_g.bias.add_(1.0)
     model = kq.models.QResNet(8, neuron, input_shape=(16, 16, 3))
-    pairs = keras_counterparts(reference, model)
-    initial = [as_keras(tensor, is_kernel) for tensor, _, is_kernel in pairs]
-    for (_, variable, _), value in zip(pairs, initial):
+    pairs = keras_counterparts(model)
+    initial = [as_keras(name, tensor.numpy()) for (name, _), tensor in zip(
+        pairs, _state(reference, pairs))]
+    for (_, variable), value in zip(pairs, initial):
         variable.assign(value)
 
     kq.regularizers.add_weight_decay(model, WEIGHT_DECAY)
@@ -84,8 +91,9 @@ def test_two_training_steps_equal_the_pytorch_reference(neuron):
                 keras_loss, float(loss) + WEIGHT_DECAY / 2 * penalty,
                 rtol=1e-4)
 
-    for (tensor, variable, is_kernel), start in zip(pairs, initial):
-        expected = as_keras(tensor, is_kernel)
+    for (name, variable), tensor, start in zip(
+            pairs, _state(reference, pairs), initial):
+        expected = as_keras(name, tensor.numpy())
         scale = max(float(np.abs(expected).max()), 1e-3)
         # PyTorch's running_var takes the unbiased batch variance (x n/(n-1)
         # with n = batch x height x width: 128 values per channel in the
