@@ -342,9 +342,9 @@ def main_parser():
     p.add_argument("--keras-init", choices=("own", "reference"),
                    default="own",
                    help="keras-quadratic's initial weights: its own draw "
-                   "(default) or the reference's for the same seed (copied "
-                   "from PyTorch; needs --npz), so that the two differ only "
-                   "in training")
+                   "(default) or the very weights the reference starts "
+                   "from (PyTorch's draw, as a file; needs --npz), so the "
+                   "two differ only in training")
     p.add_argument("--output-dir", default=None,
                    help="where parity.json goes (default runs/parity)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
