@@ -27,7 +27,10 @@ with the example's model and optimizer (`cifar10.build_and_compile`):
 With `--keras-init reference` (npz only), keras-quadratic starts from the
 very weights the reference starts from for each seed (PyTorch's draw,
 handed over as an npz in --output-dir), so that the two differ in
-training alone, not in the draw.
+training alone, not in the draw. With `--reference-momentum keras` (a
+diagnostic), the reference's SGD takes Keras's momentum steps instead of
+PyTorch's (the two differ while the learning rate changes), so that the
+two sides take the same update.
 
 `--backend` defaults to $KERAS_BACKEND, else tensorflow.
 """
@@ -150,8 +153,12 @@ def torch_run(args, neuron):
         model.train()
         start = time.perf_counter()
         for x, y in epoch_of(train_ds, epoch):
+            rate = float(rates[min(step, len(rates) - 1)])
+            if args.reference_momentum == "keras" and step:
+                keras_style_momentum(optimizer, previous_rate=float(
+                    rates[min(step - 1, len(rates) - 1)]), rate=rate)
             for group, factor in zip(optimizer.param_groups, factors):
-                group["lr"] = float(rates[min(step, len(rates) - 1)]) * factor
+                group["lr"] = rate * factor
             x = torch.from_numpy(x).to(device)
             y = torch.from_numpy(y.astype(np.int64)).to(device)
             optimizer.zero_grad(set_to_none=True)
@@ -170,6 +177,26 @@ def torch_run(args, neuron):
               f"{accuracies[-1]:.4f} ({time.perf_counter() - start:.0f} s)",
               file=sys.stderr, flush=True)  # progress; stdout has the result
     return accuracies
+
+
+def keras_style_momentum(optimizer, previous_rate, rate):
+    """Makes the next `torch.optim.SGD` step Keras's: rescales every
+    momentum buffer by previous_rate / rate. PyTorch keeps the gradients'
+    sum (`b = m b + g; w -= lr b`, the rate applied to the whole buffer),
+    Keras the steps' (`v = m v - lr g; w += v`, each gradient at the rate
+    of its own step); with b = -v / lr, the two coincide. A diagnostic
+    (`--reference-momentum keras`): the original is PyTorch's."""
+    if rate == previous_rate:
+        return
+    if rate <= 0.0:
+        raise ValueError(
+            f"--reference-momentum keras needs a positive learning rate at "
+            f"every step; got {rate}")
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            buffer = optimizer.state[parameter].get("momentum_buffer")
+            if buffer is not None:
+                buffer.mul_(previous_rate / rate)
 
 
 def recipe_flags(args, neuron):
@@ -345,6 +372,13 @@ def main_parser():
                    "(default) or the very weights the reference starts "
                    "from (PyTorch's draw, as a file; needs --npz), so the "
                    "two differ only in training")
+    p.add_argument("--reference-momentum", choices=("pytorch", "keras"),
+                   default="pytorch",
+                   help="the reference's SGD momentum: PyTorch's, as the "
+                   "original (default), or Keras's formulation, whose "
+                   "steps follow a changing learning rate about 10 steps "
+                   "late (a diagnostic: both sides then take the same "
+                   "update)")
     p.add_argument("--output-dir", default=None,
                    help="where parity.json goes (default runs/parity)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -398,10 +432,12 @@ def table(results, args, data):
     name = lambda n: ("Q" if n == "quadratic" else "") + f"ResNet{args.depth}"  # noqa
     init = (", from the reference's initial weights"
             if args.keras_init == "reference" else "")
+    momentum = (" (Keras's momentum)" if args.reference_momentum == "keras"
+                else "")
     lines = [f"\n{args.epochs} epochs ({args.lr_schedule} schedule), {data}, "
              f"seeds {', '.join(map(str, args.seeds))}; final-epoch test "
              "accuracy (%)\n",
-             f"| model | seed | PyTorch reference | keras-quadratic "
+             f"| model | seed | PyTorch reference{momentum} | keras-quadratic "
              f"({args.backend}{init}) | difference (points) |",
              "| --- | --- | ---: | ---: | ---: |"]
     for neuron in args.neurons:
