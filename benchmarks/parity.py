@@ -29,8 +29,8 @@ very weights the reference starts from for each seed (PyTorch's draw,
 handed over as an npz in --output-dir), so that the two differ in
 training alone, not in the draw. With `--reference-momentum keras` (a
 diagnostic), the reference's SGD takes Keras's momentum steps instead of
-PyTorch's (the two differ while the learning rate changes), so that the
-two sides take the same update.
+PyTorch's (the two differ while the learning rate changes), the rule
+of keras-quadratic's SGD; the other documented differences remain.
 
 `--backend` defaults to $KERAS_BACKEND, else tensorflow.
 """
@@ -153,12 +153,8 @@ def torch_run(args, neuron):
         model.train()
         start = time.perf_counter()
         for x, y in epoch_of(train_ds, epoch):
-            rate = float(rates[min(step, len(rates) - 1)])
-            if args.reference_momentum == "keras" and step:
-                keras_style_momentum(optimizer, previous_rate=float(
-                    rates[min(step - 1, len(rates) - 1)]), rate=rate)
-            for group, factor in zip(optimizer.param_groups, factors):
-                group["lr"] = rate * factor
+            set_step_rate(optimizer, factors, rates, step,
+                          args.reference_momentum)
             x = torch.from_numpy(x).to(device)
             y = torch.from_numpy(y.astype(np.int64)).to(device)
             optimizer.zero_grad(set_to_none=True)
@@ -179,19 +175,35 @@ def torch_run(args, neuron):
     return accuracies
 
 
+def set_step_rate(optimizer, factors, rates, step, momentum="pytorch"):
+    """Gives the reference's parameter groups step `step`'s learning rate
+    (`rates[step]`, the last one past the end) times their factors (1 and
+    gamma); with `momentum="keras"`, also makes the coming step Keras's
+    (`keras_style_momentum`). Called before every step."""
+    rate = float(rates[min(step, len(rates) - 1)])
+    if momentum == "keras" and step:
+        keras_style_momentum(optimizer, float(
+            rates[min(step - 1, len(rates) - 1)]), rate)
+    for group, factor in zip(optimizer.param_groups, factors):
+        group["lr"] = rate * factor
+
+
 def keras_style_momentum(optimizer, previous_rate, rate):
-    """Makes the next `torch.optim.SGD` step Keras's: rescales every
-    momentum buffer by previous_rate / rate. PyTorch keeps the gradients'
-    sum (`b = m b + g; w -= lr b`, the rate applied to the whole buffer),
-    Keras the steps' (`v = m v - lr g; w += v`, each gradient at the rate
-    of its own step); with b = -v / lr, the two coincide. A diagnostic
-    (`--reference-momentum keras`): the original is PyTorch's."""
+    """Makes the coming `torch.optim.SGD` step Keras's, if every earlier
+    step but the first was given this as well: rescales every momentum
+    buffer by previous_rate / rate. PyTorch keeps the gradients' discounted
+    sum and applies the current rate to all of it (`b = m b + g;
+    w -= lr b`); Keras keeps the steps' (`v = m v - lr g; w += v`), each
+    gradient at the rate of its own step. With b = -v / lr the two
+    coincide. A diagnostic (`--reference-momentum keras`): the original
+    is PyTorch's."""
     if rate == previous_rate:
         return
     if rate <= 0.0:
         raise ValueError(
-            f"--reference-momentum keras needs a positive learning rate at "
-            f"every step; got {rate}")
+            "--reference-momentum keras cannot follow a learning rate that "
+            f"drops to {rate} after {previous_rate} (Keras's step is then "
+            "momentum * v; PyTorch's is 0)")
     for group in optimizer.param_groups:
         for parameter in group["params"]:
             buffer = optimizer.state[parameter].get("momentum_buffer")
@@ -376,9 +388,9 @@ def main_parser():
                    default="pytorch",
                    help="the reference's SGD momentum: PyTorch's, as the "
                    "original (default), or Keras's formulation, whose "
-                   "steps follow a changing learning rate about 10 steps "
-                   "late (a diagnostic: both sides then take the same "
-                   "update)")
+                   "steps follow a changing learning rate about "
+                   "1 / (1 - 0.9) = 10 steps late (a diagnostic: the "
+                   "reference then uses keras-quadratic's momentum rule)")
     p.add_argument("--output-dir", default=None,
                    help="where parity.json goes (default runs/parity)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)

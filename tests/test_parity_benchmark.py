@@ -204,61 +204,81 @@ def test_keras_init_reference_needs_npz(capsys, tmp_path):
     assert "--keras-init reference needs --npz" in capsys.readouterr().err
 
 
-def _sgd_runs(rates, keras_style):
-    """Weights after len(rates) SGD steps (momentum 0.9, coupled weight
-    decay 1e-2) on the least-squares loss 0.5 |A w - b|^2, from the same
-    start: Keras's SGD, and torch.optim.SGD (with keras_style, given
-    parity.keras_style_momentum before every step)."""
+def _sgd_runs(rates, momentum, gamma=0.1):
+    """The weights of a QuadraticDense layer after len(rates) SGD steps
+    (momentum 0.9, coupled weight decay 1e-2) on the least-squares loss
+    0.5 |A w - b|^2 of all its weights w, from the same start: Keras's SGD
+    in kq's ReLinearOptimizer (the quadratic weights at rate * gamma), and
+    torch.optim.SGD with those weights in a group of their own, given its
+    rates by parity.set_step_rate as torch_run does."""
     import torch
 
+    import keras_quadratic as kq
+    from keras_quadratic.layers.base import quadratic_group
+
+    layer = kq.layers.QuadraticDense(2)
+    layer.build((None, 3))
+    variables = layer.trainable_variables
+    sizes = [int(np.prod(v.shape)) for v in variables]
     rng = np.random.default_rng(1)
-    a = rng.normal(size=(6, 4)).astype("float32")
-    b = rng.normal(size=6).astype("float32")
-    start = rng.normal(size=4).astype("float32")
+    start = rng.normal(size=sum(sizes)).astype("float32")
+    a = rng.normal(size=(10, len(start))).astype("float32")
+    b = rng.normal(size=10).astype("float32")
+    split = lambda w: np.split(w, np.cumsum(sizes)[:-1])  # noqa: E731
     gradient = lambda w: a.T @ (a @ w - b)  # noqa: E731
 
-    weights = keras.Variable(start)
-    optimizer = keras.optimizers.SGD(learning_rate=float(rates[0]),
-                                     momentum=0.9)
-    optimizer.build([weights])
+    for v, value in zip(variables, split(start)):
+        v.assign(value.reshape(v.shape))
+    optimizer = kq.optimizers.ReLinearOptimizer(
+        keras.optimizers.SGD(learning_rate=float(rates[0]), momentum=0.9),
+        gamma_g=gamma, gamma_b=gamma)
+    optimizer.build(variables)
     for rate in rates:
         optimizer.learning_rate.assign(float(rate))
-        w = keras.ops.convert_to_numpy(weights)
-        optimizer.apply([keras.ops.convert_to_tensor(
-            gradient(w) + 1e-2 * w)], [weights])
+        w = np.concatenate([keras.ops.convert_to_numpy(v).ravel()
+                            for v in variables])
+        optimizer.apply([keras.ops.convert_to_tensor(g.reshape(v.shape))
+                         for g, v in zip(split(gradient(w) + 1e-2 * w),
+                                         variables)], variables)
+    ours = np.concatenate([keras.ops.convert_to_numpy(v).ravel()
+                           for v in variables])
 
-    parameter = torch.nn.Parameter(torch.from_numpy(start.copy()))
-    reference = torch.optim.SGD([parameter], lr=float(rates[0]),
-                                momentum=0.9, weight_decay=1e-2)
-    for step, rate in enumerate(rates):
-        if keras_style and step:
-            parity.keras_style_momentum(reference, float(rates[step - 1]),
-                                        float(rate))
-        reference.param_groups[0]["lr"] = float(rate)
-        parameter.grad = torch.from_numpy(
-            gradient(parameter.detach().numpy()))
+    parameters = [torch.nn.Parameter(torch.from_numpy(value.copy()))
+                  for value in split(start)]
+    quadratic = [quadratic_group(v) is not None for v in variables]
+    assert 0 < sum(quadratic) < len(quadratic)
+    reference = torch.optim.SGD(
+        [{"params": [p for p, q in zip(parameters, quadratic) if not q]},
+         {"params": [p for p, q in zip(parameters, quadratic) if q],
+          "lr": float(rates[0]) * gamma}],
+        lr=float(rates[0]), momentum=0.9, weight_decay=1e-2)
+    for step in range(len(rates)):
+        parity.set_step_rate(reference, [1.0, gamma], rates, step, momentum)
+        w = np.concatenate([p.detach().numpy() for p in parameters])
+        for p, g in zip(parameters, split(gradient(w))):
+            p.grad = torch.from_numpy(np.ascontiguousarray(g))
         reference.step()
-    return keras.ops.convert_to_numpy(weights), parameter.detach().numpy()
+    return ours, np.concatenate([p.detach().numpy() for p in parameters])
 
 
 def test_reference_momentum_keras_takes_keras_steps():
-    # a warm-up, then a decay: the rate changes at every step
+    # a warm-up, then a decay (the rate held for one step at the top)
     rates = np.concatenate([np.linspace(0.005, 0.05, 10),
                             np.linspace(0.05, 0.001, 20)])
-    ours, reference = _sgd_runs(rates, keras_style=True)
+    ours, reference = _sgd_runs(rates, "keras")
     np.testing.assert_allclose(reference, ours, rtol=1e-5, atol=1e-6)
     # without it, PyTorch's momentum lands elsewhere (the test can fail)
-    ours, reference = _sgd_runs(rates, keras_style=False)
+    ours, reference = _sgd_runs(rates, "pytorch")
     assert np.abs(reference - ours).max() > 1e-3
     # at a constant rate the two formulations agree anyway
-    ours, reference = _sgd_runs(np.full(30, 0.02), keras_style=False)
+    ours, reference = _sgd_runs(np.full(30, 0.02), "pytorch")
     np.testing.assert_allclose(reference, ours, rtol=1e-5, atol=1e-6)
 
 
-def test_reference_momentum_keras_refuses_a_zero_rate():
+def test_reference_momentum_keras_refuses_a_drop_to_zero():
     import torch
 
     parameter = torch.nn.Parameter(torch.ones(2))
     optimizer = torch.optim.SGD([parameter], lr=0.1, momentum=0.9)
-    with pytest.raises(ValueError, match="positive learning rate"):
+    with pytest.raises(ValueError, match="drops to 0.0"):
         parity.keras_style_momentum(optimizer, 0.1, 0.0)
