@@ -157,3 +157,23 @@ def test_one_version():
     from importlib import metadata
 
     assert metadata.version("keras-quadratic") == kq.__version__
+
+
+@pytest.mark.parametrize("policy,logits", [
+    ("float64", "float64"), ("mixed_bfloat16", "float32"),
+    ("mixed_float16", "float32"), ("float32", "float32")])
+def test_the_global_dtype_policy_reaches_the_classifier(policy, logits):
+    # float64 stays float64 end to end; a mixed policy gets float32 logits
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = QResNet(8, input_shape=(16, 16, 3))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert model.outputs[0].dtype == logits
+    classifier = model.get_layer("classifier")
+    assert classifier.compute_dtype == logits
+    assert {w.dtype for w in classifier.weights} == {
+        "float64" if policy == "float64" else "float32"}
+    variable_dtype = keras.dtype_policies.get(policy).variable_dtype
+    assert {w.dtype for w in model.get_layer("stem_conv").weights} == {
+        variable_dtype}

@@ -302,8 +302,14 @@ def QResNet(
             x = layers.Activation("relu", name=f"{label}_out")(x)
             channels = filters
     x = layers.GlobalAveragePooling2D(data_format=data_format, name="pool")(x)
+    # Logits in float32 under a mixed (16-bit) policy, as Keras's mixed
+    # precision guide advises; otherwise the global policy (float64 stays
+    # float64).
+    compute_dtype = keras.config.dtype_policy().compute_dtype
+    head_dtype = ("float32" if compute_dtype in ("float16", "bfloat16")
+                  else None)
     outputs = layers.Dense(num_classes, kernel_initializer="he_normal",
-                           dtype="float32", name="classifier")(x)
+                           dtype=head_dtype, name="classifier")(x)
     if name is None:
         prefix = {"quadratic": "QResNet", "compact": "CompactQResNet",
                   "linear": "ResNet"}[neuron]
