@@ -282,3 +282,30 @@ def test_reference_momentum_keras_refuses_a_drop_to_zero():
     optimizer = torch.optim.SGD([parameter], lr=0.1, momentum=0.9)
     with pytest.raises(ValueError, match="drops to 0.0"):
         parity.keras_style_momentum(optimizer, 0.1, 0.0)
+
+
+def test_divergence_keras_steps_equal_the_references_in_float64(tmp_path):
+    # benchmarks/divergence.py, tiny: keras-quadratic's first steps stay
+    # within rounding of the reference's (same weights, batches, rates,
+    # momentum rule), far below the distance that a 1e-5 perturbation of
+    # the rates makes. (Rounding: 2e-14 after a step on TensorFlow; about
+    # 2e-10, float32's level, on JAX and torch, where some intermediate of
+    # Keras's float64 path is rounded to float32. A wrong step, even a
+    # gamma off by 1%, is 1e-6 or more.)
+    x, y = _arrays(64)
+    np.savez(tmp_path / "tiny.npz", x_train=x, y_train=y, x_test=x[:16],
+             y_test=y[:16])
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "divergence.py"),
+         "--npz", str(tmp_path / "tiny.npz"), "--depth", "8", "--steps",
+         "3", "--batch-size", "16", "--epochs", "2", "--epsilon", "1e-5"],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    assert [int(r[0]) for r in rows] == [1, 2, 3]
+    ours = [float(r[2]) for r in rows]
+    perturbed = [float(r[3]) for r in rows]
+    assert ours[0] < 1e-9, result.stdout
+    assert all(10 * o < q for o, q in zip(ours, perturbed)), result.stdout
