@@ -15,13 +15,17 @@ same learning rates (examples/cifar10.py's schedule), in float64:
 Prints the relative L2 distance of the two runs' trainable weights after
 each step: if keras-quadratic's steps equal the reference's, the first pair
 stays near float64 rounding until the training's own chaos amplifies it,
-as it does the second pair's perturbation. (On CPU, after one step: about
-2e-14 on TensorFlow, 2e-10 on JAX and torch, where some intermediate of
-Keras's float64 path is rounded to float32.)
+as it does the second pair's perturbation. (After one step: about 2e-14
+on TensorFlow, 2e-10 on JAX and torch, where some intermediate of Keras's
+float64 path is rounded to float32, cause not found. On TensorFlow, Keras's
+SGD casts its momentum 0.9 to float32 on the way to float64, 2.65e-8 off,
+which shows from the second step on.)
 
     KERAS_BACKEND=tensorflow python benchmarks/divergence.py --npz subset.npz --steps 15
 
-Needs torch next to the backend (on CPU: it runs both in one process).
+Needs torch next to the backend. CPU only (it hides any GPU): torch and
+the Keras backend run in one process, which on a GPU could fight over the
+CUDA libraries, and float64 is what the figures need.
 """
 
 import argparse
@@ -61,8 +65,9 @@ def main(argv=None):
     if args.steps < 1 or args.epsilon <= 0:
         p.error("--steps must be at least 1 and --epsilon positive")
 
-    # float64 throughout: JAX needs it enabled before it starts
-    os.environ.setdefault("JAX_ENABLE_X64", "1")
+    # float64 throughout (JAX needs it enabled before it starts), on CPU
+    os.environ["JAX_ENABLE_X64"] = "1"
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
     import torch  # before the Keras backend (two frameworks, one process)
 
     import keras
@@ -77,12 +82,16 @@ def main(argv=None):
     from torch_reference import reference_optimizer
 
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     recipe = parity.main_parser().parse_args([
         "--npz", args.npz, "--depth", str(args.depth), "--epochs",
         str(args.epochs), "--batch-size", str(args.batch_size),
         "--lr-schedule", args.lr_schedule, "--seeds", str(args.seed)])
     recipe.seed = args.seed
     train, _ = parity.load_npz(recipe, "channels_last", args.seed)
+    if args.steps > train.steps:
+        p.error(f"--steps {args.steps}: the first epoch has {train.steps} "
+                "steps at this --batch-size")
     rates = parity.learning_rates(recipe, train.steps)
 
     torch.manual_seed(args.seed)
@@ -101,6 +110,8 @@ def main(argv=None):
                    references[0].state_dict().items()}, model)
     pairs = [(name, variable) for name, variable in keras_counterparts(model)
              if variable.trainable]
+    if {variable.dtype for _, variable in pairs} != {"float64"}:
+        raise RuntimeError("the Keras model is not float64 throughout")
 
     def reference_weights(reference):
         state = reference.state_dict()
