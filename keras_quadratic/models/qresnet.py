@@ -191,7 +191,9 @@ def QResNet(
             "CompactQResNet<depth>", "ResNet<depth>").
 
     Returns:
-        A functional `keras.Model` from images to logits.
+        A functional `keras.Model` from images to logits (float32 logits
+        under a 16-bit policy such as "mixed_bfloat16", else the global
+        policy's dtype).
 
     Example:
 
@@ -302,9 +304,9 @@ def QResNet(
             x = layers.Activation("relu", name=f"{label}_out")(x)
             channels = filters
     x = layers.GlobalAveragePooling2D(data_format=data_format, name="pool")(x)
-    # Logits in float32 under a mixed (16-bit) policy, as Keras's mixed
-    # precision guide advises; otherwise the global policy (float64 stays
-    # float64).
+    # Logits in float32 under a 16-bit compute policy (mixed or not), as
+    # Keras's mixed precision guide advises; otherwise the global policy
+    # (float64 stays float64).
     compute_dtype = keras.config.dtype_policy().compute_dtype
     head_dtype = ("float32" if compute_dtype in ("float16", "bfloat16")
                   else None)
