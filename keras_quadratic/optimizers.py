@@ -1,4 +1,5 @@
-"""ReLinear step shrinking: an optimizer wrapper for any Keras optimizer.
+"""ReLinear step shrinking: an optimizer wrapper for any Keras optimizer;
+and PyTorchSGD, SGD with the momentum of the original (PyTorch) code.
 
 For each trainable variable v, with Delta the step the wrapped optimizer
 takes (its new value minus the old one):
@@ -331,3 +332,118 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
 # The name of versions before 0.2; saved models use the registered name
 # "keras_quadratic>ReLinearOptimizer" either way.
 ReLinear = ReLinearOptimizer
+
+
+@keras.saving.register_keras_serializable(
+    package="keras_quadratic", name="PyTorchSGD"
+)
+class PyTorchSGD(keras.optimizers.SGD):
+    """SGD with momentum as `torch.optim.SGD` computes it.
+
+    PyTorch keeps the discounted sum of the gradients and applies the
+    current learning rate to all of it; Keras's `SGD` keeps the discounted
+    sum of the steps, each gradient at the rate of its own step:
+
+        PyTorch (this class):  b = momentum * b + g;   w = w - lr * b
+        keras.optimizers.SGD:  v = momentum * v - lr * g;   w = w + v
+
+    With Nesterov momentum, `w = w - lr * (g + momentum * b)`. At a
+    constant learning rate the two are the same (v = -lr * b); while the
+    rate changes (a warm-up, a cosine decay, the steps of a step schedule)
+    they differ for about 1 / (1 - momentum) steps after each change,
+    PyTorch's being the larger steps while the rate rises and the smaller
+    while it falls. This is the optimizer of the original ReLinear code;
+    wrap it in `ReLinearOptimizer` for the quadratic weights' shrunk steps.
+
+    Args:
+        learning_rate: a float, a `keras.optimizers.schedules`
+            schedule or a callable, as for `keras.optimizers.SGD`.
+            Defaults to 0.01.
+        momentum: float in [0, 1]. Defaults to 0.0 (plain SGD).
+        nesterov: whether to use Nesterov momentum, as PyTorch's
+            `nesterov=True`. Defaults to False.
+        weight_decay: as for every Keras optimizer, the decoupled decay
+            `w = w - lr * weight_decay * w`, which does not pass through
+            the momentum. `torch.optim.SGD`'s `weight_decay` is coupled
+            (`weight_decay * w` added to the gradient): for that, use
+            `keras_quadratic.regularizers.add_weight_decay(model, wd)`
+            and leave this at None.
+        clipnorm, clipvalue, global_clipnorm: gradient clipping, as for
+            `keras.optimizers.SGD`.
+        use_ema, ema_momentum, ema_overwrite_frequency: moving averages
+            of the weights, as for `keras.optimizers.SGD`.
+        loss_scale_factor, gradient_accumulation_steps: as for
+            `keras.optimizers.SGD`.
+        name: the optimizer's name. Defaults to "pytorch_sgd".
+        **kwargs: further arguments of `keras.optimizers.Optimizer`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras
+    >>> import keras_quadratic as kq
+    >>> model = keras.Sequential([keras.Input((4,)), kq.QuadraticDense(8),
+    ...                           keras.layers.Dense(1)])
+    >>> decayed = kq.regularizers.add_weight_decay(model, 1e-4)  # coupled
+    >>> optimizer = kq.optimizers.ReLinearOptimizer(
+    ...     kq.optimizers.PyTorchSGD(0.1, momentum=0.9), 1e-2, 1e-2)
+    >>> model.compile(optimizer, "mse")
+    >>> history = model.fit(np.random.rand(16, 4), np.random.rand(16, 1),
+    ...                     verbose=0)
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.01,
+        momentum=0.0,
+        nesterov=False,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        loss_scale_factor=None,
+        gradient_accumulation_steps=None,
+        name=None,
+        **kwargs,
+    ):
+        if isinstance(momentum, int) and not isinstance(momentum, bool):
+            momentum = float(momentum)
+        if not isinstance(momentum, float) or not 0.0 <= momentum <= 1.0:
+            raise ValueError(
+                "PyTorchSGD: argument `momentum` must be a float in [0, 1]. "
+                f"Received: momentum={momentum!r}")
+        super().__init__(
+            learning_rate=learning_rate,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            use_ema=use_ema,
+            ema_momentum=ema_momentum,
+            ema_overwrite_frequency=ema_overwrite_frequency,
+            loss_scale_factor=loss_scale_factor,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            name=name or "pytorch_sgd",
+            **kwargs,
+        )
+
+    # Keras's torch backend replaces keras.optimizers.SGD itself (not its
+    # subclasses) by a fused version of Keras's rule: this class always
+    # takes the per-variable path below, on every backend.
+    def update_step(self, gradient, variable, learning_rate):
+        learning_rate = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        if self.momentum == 0:
+            self.assign_sub(variable, ops.multiply(gradient, learning_rate))
+            return
+        momentum = ops.cast(self.momentum, variable.dtype)
+        buffer = self.momentums[self._get_variable_index(variable)]
+        self.assign(buffer, ops.add(ops.multiply(buffer, momentum), gradient))
+        direction = (ops.add(gradient, ops.multiply(buffer, momentum))
+                     if self.nesterov else buffer)
+        self.assign_sub(variable, ops.multiply(direction, learning_rate))

@@ -18,6 +18,8 @@ GROUPS = {"gate_kernel": "g", "gate_bias": "g", "square_kernel": "b",
 OPTIMIZERS = {
     "sgd": lambda: keras.optimizers.SGD(0.05),
     "sgd_momentum": lambda: keras.optimizers.SGD(0.05, momentum=0.9),
+    "pytorch_sgd_momentum": lambda: kq.optimizers.PyTorchSGD(
+        0.05, momentum=0.9, nesterov=True),
     "adam": lambda: keras.optimizers.Adam(1e-2),
     "adamw": lambda: keras.optimizers.AdamW(1e-2, weight_decay=0.1),
     # The wrapped optimizer's options: the step must stay gamma times the
@@ -265,10 +267,12 @@ def test_mixed_precision_step_ratio(policy):
                                    err_msg=str(path))
 
 
-def test_save_load_resume(tmp_path):
+@pytest.mark.parametrize("sgd", [keras.optimizers.SGD,
+                                 kq.optimizers.PyTorchSGD])
+def test_save_load_resume(tmp_path, sgd):
     x, y = _data()
     model = _model()
-    model.compile(ReLinearOptimizer(keras.optimizers.SGD(0.05, momentum=0.9),
+    model.compile(ReLinearOptimizer(sgd(0.05, momentum=0.9),
                            gamma_g=0.3, gamma_b=0.2), "mse")
     model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
     path = os.path.join(tmp_path, "m.keras")
@@ -470,3 +474,63 @@ def test_distinct_public_names_and_old_aliases():
         "registered_name"] == "keras_quadratic>ReLinearOptimizer"
     assert keras.saving.serialize_keras_object(regularizer)[
         "registered_name"] == "keras_quadratic>ReLinearRegularizer"
+
+
+@pytest.mark.parametrize("momentum,nesterov",
+                         [(0.9, False), (0.9, True), (0.0, False)])
+def test_pytorch_sgd_equals_torch_optim_sgd(momentum, nesterov):
+    # Under a changing learning rate (a warm-up, then a decay), where
+    # Keras's momentum rule differs from PyTorch's; with the rate given as
+    # a Keras schedule, as in training.
+    torch = pytest.importorskip("torch")
+    rates = np.concatenate([np.linspace(0.005, 0.05, 8),
+                            np.linspace(0.05, 0.001, 12)]).astype("float32")
+
+    class Rates(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            return keras.ops.take(keras.ops.convert_to_tensor(rates),
+                                  keras.ops.cast(step, "int32"))
+
+    shapes = [(3, 4), (4,), (2, 2, 3)]
+    starts = [random(s, i) for i, s in enumerate(shapes)]
+    gradients = [[random(s, 100 * t + i) for i, s in enumerate(shapes)]
+                 for t in range(len(rates))]
+    variables = [keras.Variable(w) for w in starts]
+    ours = kq.optimizers.PyTorchSGD(Rates(), momentum=momentum,
+                                    nesterov=nesterov)
+    parameters = [torch.nn.Parameter(torch.from_numpy(w.copy()))
+                  for w in starts]
+    theirs = torch.optim.SGD(parameters, lr=float(rates[0]),
+                             momentum=momentum, nesterov=nesterov)
+    for rate, grads in zip(rates, gradients):
+        ours.apply([keras.ops.convert_to_tensor(g) for g in grads],
+                   variables)
+        for group in theirs.param_groups:
+            group["lr"] = float(rate)
+        for p, g in zip(parameters, grads):
+            p.grad = torch.from_numpy(g)
+        theirs.step()
+    for v, p in zip(variables, parameters):
+        np.testing.assert_allclose(to_numpy(v), p.detach().numpy(),
+                                   rtol=1e-5, atol=1e-6)
+    if momentum:  # Keras's own SGD lands elsewhere: the test can fail
+        plain = [keras.Variable(w) for w in starts]
+        sgd = keras.optimizers.SGD(Rates(), momentum=momentum,
+                                   nesterov=nesterov)
+        for grads in gradients:
+            sgd.apply([keras.ops.convert_to_tensor(g) for g in grads], plain)
+        assert max(np.abs(to_numpy(v) - p.detach().numpy()).max()
+                   for v, p in zip(plain, parameters)) > 1e-3
+
+
+def test_pytorch_sgd_config_and_bad_momentum():
+    optimizer = kq.optimizers.PyTorchSGD(0.1, momentum=1, nesterov=True,
+                                         weight_decay=1e-3)
+    assert optimizer.name == "pytorch_sgd" and optimizer.momentum == 1.0
+    config = keras.optimizers.serialize(optimizer)
+    clone = keras.optimizers.deserialize(config)
+    assert type(clone) is kq.optimizers.PyTorchSGD
+    assert clone.get_config() == optimizer.get_config()
+    for bad in (-0.1, 1.5, "0.9", True):
+        with pytest.raises(ValueError, match="PyTorchSGD.*`momentum`"):
+            kq.optimizers.PyTorchSGD(0.1, momentum=bad)
