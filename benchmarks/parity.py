@@ -32,6 +32,10 @@ diagnostic), the reference's SGD takes Keras's momentum steps instead of
 PyTorch's (the two differ while the learning rate changes), the rule
 of keras-quadratic's SGD; the other documented differences remain.
 
+keras-quadratic's SGD is `kq.optimizers.PyTorchSGD`, the example's
+default, whose momentum rule is the reference's; `--keras-sgd keras`
+gives it `keras.optimizers.SGD` instead (Keras's rule).
+
 `--backend` defaults to $KERAS_BACKEND, else tensorflow.
 """
 
@@ -220,8 +224,9 @@ def recipe_flags(args, neuron):
             str(args.batch_size), "--learning-rate", str(args.lr),
             "--lr-schedule", args.lr_schedule, "--warmup-epochs",
             str(args.warmup_epochs), "--weight-decay",
-            str(args.weight_decay), "--gamma-g", str(args.gamma),
-            "--gamma-b", str(args.gamma), "--seed", str(args.seed)]
+            str(args.weight_decay), "--sgd", args.keras_sgd,
+            "--gamma-g", str(args.gamma), "--gamma-b", str(args.gamma),
+            "--seed", str(args.seed)]
 
 
 def learning_rates(args, steps_per_epoch):
@@ -391,6 +396,11 @@ def main_parser():
                    "steps follow a changing learning rate about "
                    "1 / (1 - 0.9) = 10 steps late (a diagnostic: the "
                    "reference then uses keras-quadratic's momentum rule)")
+    p.add_argument("--keras-sgd", choices=("pytorch", "keras"),
+                   default="pytorch",
+                   help="keras-quadratic's momentum rule (examples/"
+                   "cifar10.py's --sgd): PyTorch's, as the reference "
+                   "(default), or keras.optimizers.SGD's")
     p.add_argument("--output-dir", default=None,
                    help="where parity.json goes (default runs/parity)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -446,6 +456,8 @@ def table(results, args, data):
             if args.keras_init == "reference" else "")
     momentum = (" (Keras's momentum)" if args.reference_momentum == "keras"
                 else "")
+    if args.keras_sgd == "keras":
+        init += ", Keras's momentum"
     lines = [f"\n{args.epochs} epochs ({args.lr_schedule} schedule), {data}, "
              f"seeds {', '.join(map(str, args.seeds))}; final-epoch test "
              "accuracy (%)\n",

@@ -3,9 +3,10 @@
     KERAS_BACKEND=jax python examples/cifar10.py
 
 The defaults reproduce the original recipe: QResNet20, ReLinear
-initialization, SGD with momentum 0.9 and weight decay 1e-4 as PyTorch
-applies it (added to the gradient, through momentum; the quadratic weights
-are not decayed), batch 128,
+initialization, SGD with momentum 0.9 as PyTorch computes it
+(`kq.optimizers.PyTorchSGD`) and weight decay 1e-4 as PyTorch applies it
+(added to the gradient, through momentum; the quadratic weights are not
+decayed), batch 128,
 learning rate 0.1 divided by 10 at 50% and 75% of the epochs (epochs 100 and
 150 of 200). Runs on the GPU when the backend sees one, on any backend.
 The output directory gets a CSV log, TensorBoard logs, the best model
@@ -118,6 +119,15 @@ def parse_args(argv=None):
     p.add_argument("--warmup-epochs", type=float, default=1.0,
                    help="with --lr-schedule cosine")
     p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--sgd", choices=("pytorch", "keras"), default="pytorch",
+                   help="the momentum rule. pytorch (default): "
+                   "torch.optim.SGD's, as in the original (b = m b + g; "
+                   "w -= lr b: each step's rate applied to the whole "
+                   "buffer; kq.optimizers.PyTorchSGD); keras: "
+                   "keras.optimizers.SGD's (v = m v - lr g; w += v). The "
+                   "two agree at a constant rate and differ for about "
+                   "1 / (1 - momentum) steps after each change of it "
+                   "(warm-up, cosine decay, the step schedule's drops)")
     p.add_argument("--weight-decay", type=float, default=1e-4,
                    help="weight decay of the conventional weights (kernels, "
                    "biases, batch-norm scales and offsets); the quadratic "
@@ -535,7 +545,9 @@ def build_and_compile(args, steps_per_epoch, num_classes, data_format):
     decoupled = args.decay_style == "decoupled"
     if not decoupled:
         kq.regularizers.add_weight_decay(model, args.weight_decay)
-    optimizer = keras.optimizers.SGD(
+    sgd = (kq.optimizers.PyTorchSGD if args.sgd == "pytorch"
+           else keras.optimizers.SGD)
+    optimizer = sgd(
         schedule, momentum=args.momentum,
         weight_decay=(args.weight_decay or None) if decoupled else None)
     if args.neuron != "linear":

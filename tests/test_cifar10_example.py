@@ -281,3 +281,16 @@ def test_weight_decay_styles(style):
     else:
         assert not model.losses
         assert inner.weight_decay == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("rule", ["pytorch", "keras", None])
+def test_momentum_rule(rule):
+    flags = ["--depth", "8"] + (["--sgd", rule] if rule else [])
+    args = cifar10.parse_args(flags)
+    model = cifar10.build_and_compile(args, 10, 10, "channels_last")
+    inner = model.optimizer.inner_optimizer
+    # the original's, PyTorch's, by default
+    import keras_quadratic as kq
+
+    assert isinstance(inner, keras.optimizers.SGD) and inner.momentum == 0.9
+    assert isinstance(inner, kq.optimizers.PyTorchSGD) == (rule != "keras")

@@ -204,11 +204,12 @@ def test_keras_init_reference_needs_npz(capsys, tmp_path):
     assert "--keras-init reference needs --npz" in capsys.readouterr().err
 
 
-def _sgd_runs(rates, momentum, gamma=0.1):
+def _sgd_runs(rates, momentum, gamma=0.1, sgd=None):
     """The weights of a QuadraticDense layer after len(rates) SGD steps
     (momentum 0.9, coupled weight decay 1e-2) on the least-squares loss
-    0.5 |A w - b|^2 of all its weights w, from the same start: Keras's SGD
-    in kq's ReLinearOptimizer (the quadratic weights at rate * gamma), and
+    0.5 |A w - b|^2 of all its weights w, from the same start: `sgd`
+    (Keras's SGD by default) in kq's ReLinearOptimizer (the quadratic
+    weights at rate * gamma), and
     torch.optim.SGD with those weights in a group of their own, given its
     rates by parity.set_step_rate as torch_run does."""
     import torch
@@ -229,8 +230,9 @@ def _sgd_runs(rates, momentum, gamma=0.1):
 
     for v, value in zip(variables, split(start)):
         v.assign(value.reshape(v.shape))
+    sgd = sgd or keras.optimizers.SGD
     optimizer = kq.optimizers.ReLinearOptimizer(
-        keras.optimizers.SGD(learning_rate=float(rates[0]), momentum=0.9),
+        sgd(learning_rate=float(rates[0]), momentum=0.9),
         gamma_g=gamma, gamma_b=gamma)
     optimizer.build(variables)
     for rate in rates:
@@ -275,6 +277,18 @@ def test_reference_momentum_keras_takes_keras_steps():
     np.testing.assert_allclose(reference, ours, rtol=1e-5, atol=1e-6)
 
 
+def test_pytorch_sgd_in_relinear_takes_the_references_steps():
+    # examples/cifar10.py's default SGD and the reference's parameter
+    # groups, under a changing rate: the same weights
+    import keras_quadratic as kq
+
+    rates = np.concatenate([np.linspace(0.005, 0.05, 10),
+                            np.linspace(0.05, 0.001, 20)])
+    ours, reference = _sgd_runs(rates, "pytorch",
+                                sgd=kq.optimizers.PyTorchSGD)
+    np.testing.assert_allclose(reference, ours, rtol=1e-5, atol=1e-6)
+
+
 def test_reference_momentum_keras_refuses_a_drop_to_zero():
     import torch
 
@@ -284,7 +298,9 @@ def test_reference_momentum_keras_refuses_a_drop_to_zero():
         parity.keras_style_momentum(optimizer, 0.1, 0.0)
 
 
-def test_divergence_keras_steps_equal_the_references_in_float64(tmp_path):
+@pytest.mark.parametrize("rule", ["pytorch", "keras"])
+def test_divergence_keras_steps_equal_the_references_in_float64(tmp_path,
+                                                                 rule):
     # benchmarks/divergence.py, tiny: keras-quadratic's first steps stay
     # within rounding of the reference's (same weights, batches, rates,
     # momentum rule), far below the distance that a 1e-5 perturbation of
@@ -299,7 +315,8 @@ def test_divergence_keras_steps_equal_the_references_in_float64(tmp_path):
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "divergence.py"),
          "--npz", str(tmp_path / "tiny.npz"), "--depth", "8", "--steps",
-         "3", "--batch-size", "16", "--epochs", "2", "--epsilon", "1e-5"],
+         "3", "--batch-size", "16", "--epochs", "2", "--epsilon", "1e-5",
+         "--keras-sgd", rule],
         capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()
