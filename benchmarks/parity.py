@@ -472,10 +472,12 @@ def table(results, args, data):
             lines.append(f"| {name(neuron)} | {r['seed']} | {a:.2f} | "
                          f"{b:.2f} | {b - a:+.2f} |")
         if len(rows) > 1:
+            differences = ours - ref
             lines.append(
                 f"| {name(neuron)} | mean +- sd | {ref.mean():.2f} +- "
                 f"{ref.std(ddof=1):.2f} | {ours.mean():.2f} +- "
-                f"{ours.std(ddof=1):.2f} | {ours.mean() - ref.mean():+.2f} |")
+                f"{ours.std(ddof=1):.2f} | {differences.mean():+.2f} +- "
+                f"{differences.std(ddof=1):.2f} |")
     return "\n".join(lines)
 
 

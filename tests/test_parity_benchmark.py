@@ -150,6 +150,21 @@ def test_tiny_run_in_memory(keras_init, tmp_path):
     assert handed_over.exists() == (keras_init == "reference")
 
 
+def test_table_rows_and_paired_differences():
+    args = parity.main_parser().parse_args(["--neurons", "quadratic",
+                                            "--seeds", "0", "1", "2"])
+    results = [{"neuron": "quadratic", "seed": seed,
+                "pytorch_reference": [0.1, ref],
+                "keras_quadratic": [0.2, ours]}
+               for seed, ref, ours in ((0, 0.60, 0.62), (1, 0.50, 0.51),
+                                       (2, 0.70, 0.67))]
+    lines = parity.table(results, args, "data").splitlines()
+    assert "| QResNet20 | 1 | 50.00 | 51.00 | +1.00 |" in lines
+    # differences +2, +1, -3: mean 0, sd of the paired differences
+    assert ("| QResNet20 | mean +- sd | 60.00 +- 10.00 | 60.00 +- 8.19 | "
+            "+0.00 +- 2.65 |") in lines
+
+
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("neuron", ["quadratic", "linear"])
 def test_keras_init_reference_starts_from_the_reference_weights(
