@@ -7,9 +7,9 @@ same learning rates (examples/cifar10.py's schedule), in float64:
 - keras-quadratic (the example's model and optimizer, trained with
   `train_on_batch`) against the PyTorch reference from the same initial
   weights (PyTorch's draw), the reference without decay of its quadratic
-  weights (parity.py's one documented difference set aside) and, with
-  `--keras-sgd keras`, given Keras's momentum rule, so that the two
-  compute the same update;
+  weights (parity.py's one documented difference set aside) and with
+  keras-quadratic's momentum rule (PyTorch's by default, Keras's with
+  `--sgd keras`), so that the two compute the same update;
 - the reference against itself with every learning rate scaled by
   1 + `--epsilon`, a perturbation at the level of float32 rounding.
 
@@ -18,9 +18,10 @@ each step: if keras-quadratic's steps equal the reference's, the first pair
 stays near float64 rounding until the training's own chaos amplifies it,
 as it does the second pair's perturbation. (After one step: about 2e-14
 on TensorFlow, 2e-10 on JAX and torch, where some intermediate of Keras's
-float64 path is rounded to float32, cause not found. On TensorFlow, the
-SGD casts its momentum 0.9 to float32 on the way to float64, 2.65e-8 off,
-which shows from the second step on.)
+float64 path is rounded to float32, cause not found. On TensorFlow,
+Keras's SGD (`--sgd keras`) casts its momentum 0.9 to float32 on the way
+to float64, 2.65e-8 off, which shows from the second step on;
+kq.optimizers.PyTorchSGD does not.)
 
     KERAS_BACKEND=tensorflow python benchmarks/divergence.py --npz subset.npz --steps 15
 
@@ -62,10 +63,10 @@ def main(argv=None):
                    default="cosine")
     p.add_argument("--epsilon", type=float, default=1e-8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--keras-sgd", choices=("pytorch", "keras"),
+    p.add_argument("--sgd", choices=("pytorch", "keras"),
                    default="pytorch",
                    help="keras-quadratic's momentum rule (parity.py's "
-                   "--keras-sgd); the reference is given the same one")
+                   "--sgd); the reference is given the same one")
     args = p.parse_args(argv)
     if args.steps < 1 or args.epsilon <= 0:
         p.error("--steps must be at least 1 and --epsilon positive")
@@ -92,7 +93,7 @@ def main(argv=None):
         "--npz", args.npz, "--depth", str(args.depth), "--epochs",
         str(args.epochs), "--batch-size", str(args.batch_size),
         "--lr-schedule", args.lr_schedule, "--seeds", str(args.seed),
-        "--keras-sgd", args.keras_sgd])
+        "--sgd", args.sgd])
     recipe.seed = args.seed
     train, _ = parity.load_npz(recipe, "channels_last", args.seed)
     if args.steps > train.steps:
@@ -133,7 +134,7 @@ def main(argv=None):
         for reference, optimizer, scale in zip(references, optimizers,
                                                (1.0, 1.0 + args.epsilon)):
             parity.set_step_rate(optimizer, factors, rates * scale, step,
-                                 args.keras_sgd)
+                                 args.sgd)
             optimizer.zero_grad(set_to_none=True)
             torch.nn.functional.cross_entropy(
                 reference(batch), torch.from_numpy(y)).backward()

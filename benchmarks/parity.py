@@ -27,14 +27,14 @@ with the example's model and optimizer (`cifar10.build_and_compile`):
 With `--keras-init reference` (npz only), keras-quadratic starts from the
 very weights the reference starts from for each seed (PyTorch's draw,
 handed over as an npz in --output-dir), so that the two differ in
-training alone, not in the draw. With `--reference-momentum keras` (a
-diagnostic), the reference's SGD takes Keras's momentum steps instead of
-PyTorch's (the two differ while the learning rate changes), the rule
-of keras-quadratic's SGD; the other documented differences remain.
+training alone, not in the draw.
 
 keras-quadratic's SGD is `kq.optimizers.PyTorchSGD`, the example's
-default, whose momentum rule is the reference's; `--keras-sgd keras`
-gives it `keras.optimizers.SGD` instead (Keras's rule).
+default, whose momentum rule is the reference's. `--sgd keras` gives it
+`keras.optimizers.SGD` instead (Keras's rule: the two take other steps
+while the learning rate changes), and `--reference-momentum keras` gives
+the reference's torch.optim.SGD Keras's rule too (diagnostics: the
+figures measured before PyTorchSGD existed were `--sgd keras`).
 
 `--backend` defaults to $KERAS_BACKEND, else tensorflow.
 """
@@ -224,7 +224,7 @@ def recipe_flags(args, neuron):
             str(args.batch_size), "--learning-rate", str(args.lr),
             "--lr-schedule", args.lr_schedule, "--warmup-epochs",
             str(args.warmup_epochs), "--weight-decay",
-            str(args.weight_decay), "--sgd", args.keras_sgd,
+            str(args.weight_decay), "--sgd", args.sgd,
             "--gamma-g", str(args.gamma), "--gamma-b", str(args.gamma),
             "--seed", str(args.seed)]
 
@@ -394,13 +394,13 @@ def main_parser():
                    help="the reference's SGD momentum: PyTorch's, as the "
                    "original (default), or Keras's formulation, whose "
                    "steps follow a changing learning rate about "
-                   "1 / (1 - 0.9) = 10 steps late (a diagnostic: the "
-                   "reference then uses keras-quadratic's momentum rule)")
-    p.add_argument("--keras-sgd", choices=("pytorch", "keras"),
+                   "1 / (1 - 0.9) = 10 steps late (a diagnostic, to pair "
+                   "with --sgd keras)")
+    p.add_argument("--sgd", choices=("pytorch", "keras"),
                    default="pytorch",
                    help="keras-quadratic's momentum rule (examples/"
                    "cifar10.py's --sgd): PyTorch's, as the reference "
-                   "(default), or keras.optimizers.SGD's")
+                   "(default), or keras.optimizers.SGD's (a diagnostic)")
     p.add_argument("--output-dir", default=None,
                    help="where parity.json goes (default runs/parity)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -456,7 +456,7 @@ def table(results, args, data):
             if args.keras_init == "reference" else "")
     momentum = (" (Keras's momentum)" if args.reference_momentum == "keras"
                 else "")
-    if args.keras_sgd == "keras":
+    if args.sgd == "keras":
         init += ", Keras's momentum"
     lines = [f"\n{args.epochs} epochs ({args.lr_schedule} schedule), {data}, "
              f"seeds {', '.join(map(str, args.seeds))}; final-epoch test "

@@ -125,9 +125,11 @@ def parse_args(argv=None):
                    "w -= lr b: each step's rate applied to the whole "
                    "buffer; kq.optimizers.PyTorchSGD); keras: "
                    "keras.optimizers.SGD's (v = m v - lr g; w += v). The "
-                   "two agree at a constant rate and differ for about "
-                   "1 / (1 - momentum) steps after each change of it "
-                   "(warm-up, cosine decay, the step schedule's drops)")
+                   "two take the same steps at a constant rate; when it "
+                   "changes (warm-up, cosine decay, the step schedule's "
+                   "drops) Keras's follow it about 1 / (1 - momentum) "
+                   "steps late. A run resumes only under the rule it "
+                   "started with")
     p.add_argument("--weight-decay", type=float, default=1e-4,
                    help="weight decay of the conventional weights (kernels, "
                    "biases, batch-norm scales and offsets); the quadratic "
@@ -481,6 +483,29 @@ def process_output_dir(out, topology):
     return private
 
 
+def check_momentum_rule(out, rule, record):
+    """Refuses to resume `out`'s backup under another `--sgd` than the one
+    it was written under: the two SGDs keep the same variables with other
+    meanings (Keras's momentum is -lr times PyTorch's), so the backup
+    would load without an error and throw every later step off. A backup
+    without the record was written before `--sgd` existed, by Keras's
+    SGD. With `record`, notes `rule` for the next run."""
+    path = os.path.join(out, "momentum_rule.json")
+    if os.path.isdir(os.path.join(out, "backup")):
+        saved = "keras"
+        if os.path.exists(path):
+            with open(path) as f:
+                saved = json.load(f)["sgd"]
+        if saved != rule:
+            fail(f"{out} holds a backup of a run with --sgd {saved}: resume "
+                 f"it with --sgd {saved} (it cannot go on under --sgd "
+                 f"{rule}), or start anew in another --output-dir.")
+    if record:
+        os.makedirs(out, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump({"sgd": rule}, f)
+
+
 def epoch_callbacks(out):
     """Backup for resuming, TensorBoard and the best model, all saving at
     the end of each epoch. Their per-batch hooks do not touch the model at
@@ -628,6 +653,7 @@ def main(argv=None, extra_callbacks=()):
         model = build_and_compile(args, steps_per_epoch, num_classes,
                                   data_format)
 
+    check_momentum_rule(args.output_dir, args.sgd, topology.is_chief)
     out = process_output_dir(args.output_dir, topology)
     try:
         csv_path = os.path.join(out, "log.csv")

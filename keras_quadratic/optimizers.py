@@ -348,12 +348,15 @@ class PyTorchSGD(keras.optimizers.SGD):
         keras.optimizers.SGD:  v = momentum * v - lr * g;   w = w + v
 
     With Nesterov momentum, `w = w - lr * (g + momentum * b)`. At a
-    constant learning rate the two are the same (v = -lr * b); while the
-    rate changes (a warm-up, a cosine decay, the steps of a step schedule)
-    they differ for about 1 / (1 - momentum) steps after each change,
-    PyTorch's being the larger steps while the rate rises and the smaller
-    while it falls. This is the optimizer of the original ReLinear code;
+    constant learning rate the two take the same steps (v = -lr * b). When
+    the rate changes, Keras's steps follow it late: the gradients already
+    in its buffer keep the rates they came in at, and their share decays
+    as momentum^k, a lag of about 1 / (1 - momentum) steps (10 at 0.9).
+    So through a warm-up PyTorch's steps are the larger, through a decay
+    the smaller, and after a drop of a step schedule they are smaller for
+    about 10 steps. This is the optimizer of the original ReLinear code;
     wrap it in `ReLinearOptimizer` for the quadratic weights' shrunk steps.
+    PyTorch's `dampening` (0 here) and `maximize` have no counterpart.
 
     Args:
         learning_rate: a float, a `keras.optimizers.schedules`
@@ -361,7 +364,8 @@ class PyTorchSGD(keras.optimizers.SGD):
             Defaults to 0.01.
         momentum: float in [0, 1]. Defaults to 0.0 (plain SGD).
         nesterov: whether to use Nesterov momentum, as PyTorch's
-            `nesterov=True`. Defaults to False.
+            `nesterov=True` (which, as there, needs a momentum > 0).
+            Defaults to False.
         weight_decay: as for every Keras optimizer, the decoupled decay
             `w = w - lr * weight_decay * w`, which does not pass through
             the momentum. `torch.optim.SGD`'s `weight_decay` is coupled
@@ -415,6 +419,10 @@ class PyTorchSGD(keras.optimizers.SGD):
             raise ValueError(
                 "PyTorchSGD: argument `momentum` must be a float in [0, 1]. "
                 f"Received: momentum={momentum!r}")
+        if nesterov and momentum == 0.0:
+            raise ValueError(
+                "PyTorchSGD: `nesterov=True` needs a `momentum` > 0 (as in "
+                "torch.optim.SGD). Received: momentum=0.0")
         super().__init__(
             learning_rate=learning_rate,
             momentum=momentum,
@@ -432,18 +440,43 @@ class PyTorchSGD(keras.optimizers.SGD):
             **kwargs,
         )
 
-    # Keras's torch backend replaces keras.optimizers.SGD itself (not its
-    # subclasses) by a fused version of Keras's rule: this class always
-    # takes the per-variable path below, on every backend.
     def update_step(self, gradient, variable, learning_rate):
         learning_rate = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
         if self.momentum == 0:
             self.assign_sub(variable, ops.multiply(gradient, learning_rate))
             return
-        momentum = ops.cast(self.momentum, variable.dtype)
+        # (not ops.cast: on TensorFlow that rounds 0.9 to float32 first)
+        momentum = ops.convert_to_tensor(self.momentum, variable.dtype)
         buffer = self.momentums[self._get_variable_index(variable)]
         self.assign(buffer, ops.add(ops.multiply(buffer, momentum), gradient))
         direction = (ops.add(gradient, ops.multiply(buffer, momentum))
                      if self.nesterov else buffer)
         self.assign_sub(variable, ops.multiply(direction, learning_rate))
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        # Keras's torch backend swaps keras.optimizers.SGD itself (not its
+        # subclasses) for a version of Keras's rule fused over all the
+        # variables; this is PyTorch's rule fused likewise (one kernel per
+        # operation, not per variable), as torch.optim.SGD's foreach path.
+        # The other backends run `update_step` per variable (and compile it).
+        if keras.backend.backend() != "torch":
+            return super()._backend_update_step(grads, trainable_variables,
+                                                learning_rate)
+        import torch
+
+        with torch.no_grad():
+            variables = [v.value for v in trainable_variables]
+            grads = [g.to(v.dtype) for g, v in zip(grads, variables)]
+            directions = grads
+            if self.momentum != 0:
+                buffers = [
+                    self.momentums[self._get_variable_index(v)].value
+                    for v in trainable_variables]
+                torch._foreach_mul_(buffers, self.momentum)
+                torch._foreach_add_(buffers, grads)
+                directions = (torch._foreach_add(grads, buffers,
+                                                 alpha=self.momentum)
+                              if self.nesterov else buffers)
+            torch._foreach_sub_(variables, torch._foreach_mul(
+                directions, ops.convert_to_tensor(learning_rate)))

@@ -7,6 +7,8 @@ import pytest
 from examples_util import load_example
 from examples_util import run_example
 
+import keras_quadratic as kq
+
 cifar10 = load_example("cifar10")
 
 SMALL = ["--mock-data", "--mock-examples", "64", "--batch-size", "32",
@@ -61,6 +63,11 @@ def test_resume_after_interruption(tmp_path):
         cifar10.main(args, extra_callbacks=[_KillAfterEpoch(1)])
     assert _epochs_logged(out) == [0, 1]
     assert os.path.isdir(os.path.join(out, "backup"))
+    # the other momentum rule would misread the backup's momentum
+    with pytest.raises(SystemExit) as exit_:
+        cifar10.main(args + ["--sgd", "keras"])
+    assert exit_.value.code == 2
+    assert _epochs_logged(out) == [0, 1]
     summary = cifar10.main(args)
     assert _epochs_logged(out) == [0, 1, 2]  # epoch 2 only, nothing redone
     assert summary["steps"] == 6  # the optimizer state came back too
@@ -283,14 +290,28 @@ def test_weight_decay_styles(style):
         assert inner.weight_decay == pytest.approx(1e-4)
 
 
+def test_a_backup_resumes_only_under_its_momentum_rule(tmp_path, capsys):
+    out = str(tmp_path)
+    cifar10.check_momentum_rule(out, "pytorch", record=True)  # no backup
+    os.makedirs(os.path.join(out, "backup"))
+    cifar10.check_momentum_rule(out, "pytorch", record=False)
+    with pytest.raises(SystemExit) as exit_:
+        cifar10.check_momentum_rule(out, "keras", record=True)
+    assert exit_.value.code == 2
+    assert "backup of a run with --sgd pytorch" in capsys.readouterr().err
+    # a backup from before --sgd existed was Keras's SGD's
+    os.remove(os.path.join(out, "momentum_rule.json"))
+    cifar10.check_momentum_rule(out, "keras", record=False)
+    with pytest.raises(SystemExit):
+        cifar10.check_momentum_rule(out, "pytorch", record=False)
+
+
 @pytest.mark.parametrize("rule", ["pytorch", "keras", None])
 def test_momentum_rule(rule):
     flags = ["--depth", "8"] + (["--sgd", rule] if rule else [])
     args = cifar10.parse_args(flags)
     model = cifar10.build_and_compile(args, 10, 10, "channels_last")
     inner = model.optimizer.inner_optimizer
-    # the original's, PyTorch's, by default
-    import keras_quadratic as kq
-
     assert isinstance(inner, keras.optimizers.SGD) and inner.momentum == 0.9
+    # the original's, PyTorch's, by default
     assert isinstance(inner, kq.optimizers.PyTorchSGD) == (rule != "keras")

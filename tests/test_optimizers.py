@@ -523,6 +523,42 @@ def test_pytorch_sgd_equals_torch_optim_sgd(momentum, nesterov):
                    for v, p in zip(plain, parameters)) > 1e-3
 
 
+def test_pytorch_sgd_in_fit_under_a_schedule_equals_torch():
+    # model.fit (jax.jit, tf.function, torch eager) through a Keras
+    # schedule, against torch.optim.SGD on the same linear least squares
+    torch = pytest.importorskip("torch")
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.005, 6, warmup_target=0.05, warmup_steps=4)
+    x, y = random((32, 3), 1), random((32, 2), 2)
+    kernel, bias = random((3, 2), 3), random((2,), 4)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.set_weights([kernel, bias])
+    model.compile(kq.optimizers.PyTorchSGD(schedule, momentum=0.9,
+                                           nesterov=True), "mse")
+    model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+
+    linear = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(kernel.T.copy()))
+        linear.bias.copy_(torch.from_numpy(bias))
+    reference = torch.optim.SGD(linear.parameters(), lr=0.0, momentum=0.9,
+                                nesterov=True)
+    for step in range(12):
+        reference.param_groups[0]["lr"] = float(to_numpy(schedule(step)))
+        batch = slice(8 * (step % 4), 8 * (step % 4) + 8)
+        reference.zero_grad()
+        torch.nn.functional.mse_loss(
+            linear(torch.from_numpy(x[batch])),
+            torch.from_numpy(y[batch])).backward()
+        reference.step()
+    np.testing.assert_allclose(to_numpy(model.weights[0]),
+                               linear.weight.detach().numpy().T,
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(model.weights[1]),
+                               linear.bias.detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_pytorch_sgd_config_and_bad_momentum():
     optimizer = kq.optimizers.PyTorchSGD(0.1, momentum=1, nesterov=True,
                                          weight_decay=1e-3)
@@ -531,6 +567,17 @@ def test_pytorch_sgd_config_and_bad_momentum():
     clone = keras.optimizers.deserialize(config)
     assert type(clone) is kq.optimizers.PyTorchSGD
     assert clone.get_config() == optimizer.get_config()
-    for bad in (-0.1, 1.5, "0.9", True):
+    for bad in (-0.1, 1.5, "0.9", True, float("nan")):
         with pytest.raises(ValueError, match="PyTorchSGD.*`momentum`"):
             kq.optimizers.PyTorchSGD(0.1, momentum=bad)
+    with pytest.raises(ValueError, match="PyTorchSGD.*`nesterov=True`"):
+        kq.optimizers.PyTorchSGD(0.1, nesterov=True)
+
+
+def test_pytorch_sgd_momentum_exact_in_float64():
+    # 0.9 itself, not its float32 rounding (TensorFlow's ops.cast would)
+    variable = keras.Variable(np.zeros(1), dtype="float64")
+    optimizer = kq.optimizers.PyTorchSGD(1.0, momentum=0.9)
+    for _ in range(2):
+        optimizer.apply([keras.ops.ones((1,), dtype="float64")], [variable])
+    assert to_numpy(optimizer.momentums[0])[0] == 0.9 + 1.0

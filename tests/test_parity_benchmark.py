@@ -331,7 +331,7 @@ def test_divergence_keras_steps_equal_the_references_in_float64(tmp_path,
         [sys.executable, os.path.join(ROOT, "benchmarks", "divergence.py"),
          "--npz", str(tmp_path / "tiny.npz"), "--depth", "8", "--steps",
          "3", "--batch-size", "16", "--epochs", "2", "--epsilon", "1e-5",
-         "--keras-sgd", rule],
+         "--sgd", rule],
         capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()
