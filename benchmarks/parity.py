@@ -14,7 +14,8 @@ over `--warmup-epochs`, then a cosine decay to 0; either way the
 reference is given, step by step, the learning rate of the example's own
 Keras schedule), gamma 1e-2 for both quadratic groups, seed 0; the final
 epoch's test accuracy is reported for each. Prints a table and writes
-parity.json into --output-dir (default runs/parity).
+parity.json and parity.png (the test accuracy after each epoch) into
+--output-dir (default runs/parity).
 
 Without TensorFlow (e.g. on a GPU machine), `--npz FILE` (uint8 arrays from
 benchmarks/make_cifar_subset.py) trains both on in-memory data instead,
@@ -445,7 +446,50 @@ def main(argv=None):
                       "w") as f:
                 json.dump({"args": vars(args), "results": results}, f,
                           indent=2)
+    plot(results, args, os.path.join(output_dir(args), "parity.png"))
     print(table(results, args, data))
+
+
+def plot(results, args, path):
+    """Test accuracy after each epoch, each seed a thin line and the mean
+    over seeds a thick one, the reference against keras-quadratic, one
+    panel per model; a PNG (a Figure of its own). Skipped, with a line on
+    stderr, where matplotlib is missing (e.g. a GPU machine)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        print("parity.py: no matplotlib, no plot", file=sys.stderr)
+        return
+    import numpy as np
+
+    neurons = [n for n in args.neurons
+               if any(r["neuron"] == n for r in results)]
+    if not neurons:
+        return
+    fig = Figure(figsize=(5 * len(neurons), 4))
+    axes = np.atleast_1d(fig.subplots(1, len(neurons)))
+    for ax, neuron in zip(axes, neurons):
+        rows = [r for r in results if r["neuron"] == neuron]
+        for side, label, color in (
+                ("pytorch_reference", "PyTorch reference", "tab:blue"),
+                ("keras_quadratic", f"keras-quadratic ({args.backend})",
+                 "tab:orange")):
+            curves = np.array([[100 * a for a in r[side]] for r in rows])
+            epochs = np.arange(1, curves.shape[1] + 1)
+            for curve in curves:
+                ax.plot(epochs, curve, color=color, alpha=0.3, lw=1)
+            ax.plot(epochs, curves.mean(0), color=color, lw=2.5,
+                    label=f"{label}, mean of {len(rows)}")
+        ax.set_title(("Q" if neuron == "quadratic" else "")
+                     + f"ResNet{args.depth}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{args.epochs} epochs ({args.lr_schedule} schedule), "
+                 "each seed thin")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def table(results, args, data):

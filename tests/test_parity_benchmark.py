@@ -141,6 +141,7 @@ def test_tiny_run_in_memory(keras_init, tmp_path):
     assert "pytorch-reference quadratic epoch 1" in result.stderr
     assert "val_accuracy" in result.stderr
     assert "val_accuracy" not in result.stdout
+    assert (tmp_path / "parity.png").stat().st_size > 0
     with open(tmp_path / "parity.json") as f:
         (run,) = json.load(f)["results"]
     for side in ("pytorch_reference", "keras_quadratic"):

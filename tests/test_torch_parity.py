@@ -4,7 +4,8 @@ benchmarks/torch_reference.py is the original network in plain PyTorch and
 `reference_optimizer` its torch.optim.SGD (quadratic group at lr * gamma,
 weight decay added to the gradient). Given the same weights and batches,
 two steps of QResNet8 and ResNet8 with examples/cifar10.py's recipe
-(`add_weight_decay` + `ReLinearOptimizer` over SGD with momentum) must land
+(`add_weight_decay` + `ReLinearOptimizer` over the example's
+`PyTorchSGD` with momentum) must land
 on the same weights and batch-norm statistics as two steps of the
 reference, on every backend. The one documented difference, the
 original's decay of the quadratic weights, is left out of the reference.
@@ -60,7 +61,7 @@ def test_two_training_steps_equal_the_pytorch_reference(neuron):
         variable.assign(value)
 
     kq.regularizers.add_weight_decay(model, WEIGHT_DECAY)
-    optimizer = keras.optimizers.SGD(LR, momentum=MOMENTUM)
+    optimizer = kq.optimizers.PyTorchSGD(LR, momentum=MOMENTUM)
     if neuron == "quadratic":
         optimizer = kq.optimizers.ReLinearOptimizer(optimizer, GAMMA, GAMMA)
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(
