@@ -145,7 +145,8 @@ def test_cifar10_example_two_processes_one_writer(tmp_path):
     # one writer: a header and one row, not one per process
     assert len(rows) == 2, rows
     assert set(os.listdir(out)) <= {"backup", "best.keras", "curves.png",
-                                    "log.csv", "summary.json", "tensorboard"}
+                                    "log.csv", "summary.json", "tensorboard",
+                                    "momentum_rule.json"}
     assert summary["steps"] == 72 // 16
 
 
