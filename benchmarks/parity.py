@@ -325,8 +325,8 @@ def keras_npz_run(args, neuron):
 def keras_run(args, neuron):
     """examples/cifar10.py with the recipe's flags; test accuracy after
     each epoch."""
-    out = os.path.join(output_dir(args),
-                       f"keras-{args.backend}-{neuron}-seed{args.seed}")
+    out = os.path.join(output_dir(args), f"keras-{args.backend}-{neuron}-"
+                       f"{args.sgd}-seed{args.seed}")
     command = [
         sys.executable, os.path.join(ROOT, "examples", "cifar10.py"),
         *recipe_flags(args, neuron), "--train-split", args.train_split,
@@ -341,7 +341,9 @@ def keras_run(args, neuron):
     with open(os.path.join(out, "log.csv")) as f:
         import csv
 
-        return [float(r["val_accuracy"]) for r in csv.DictReader(f)]
+        # (a finished run left its log: a rerun appends to it)
+        rows = list(csv.DictReader(f))[-args.epochs:]
+        return [float(r["val_accuracy"]) for r in rows]
 
 
 def run_worker(kind, neuron, seed, args):
@@ -446,8 +448,8 @@ def main(argv=None):
                       "w") as f:
                 json.dump({"args": vars(args), "results": results}, f,
                           indent=2)
-    plot(results, args, os.path.join(output_dir(args), "parity.png"))
     print(table(results, args, data))
+    plot(results, args, os.path.join(output_dir(args), "parity.png"))
 
 
 def plot(results, args, path):
@@ -474,11 +476,14 @@ def plot(results, args, path):
                 ("pytorch_reference", "PyTorch reference", "tab:blue"),
                 ("keras_quadratic", f"keras-quadratic ({args.backend})",
                  "tab:orange")):
-            curves = np.array([[100 * a for a in r[side]] for r in rows])
-            epochs = np.arange(1, curves.shape[1] + 1)
+            curves = [100 * np.asarray(r[side]) for r in rows]
             for curve in curves:
-                ax.plot(epochs, curve, color=color, alpha=0.3, lw=1)
-            ax.plot(epochs, curves.mean(0), color=color, lw=2.5,
+                ax.plot(np.arange(1, len(curve) + 1), curve, color=color,
+                        alpha=0.3, lw=1)
+            length = min(len(curve) for curve in curves)
+            ax.plot(np.arange(1, length + 1),
+                    np.mean([curve[:length] for curve in curves], 0),
+                    color=color, lw=2.5,
                     label=f"{label}, mean of {len(rows)}")
         ax.set_title(("Q" if neuron == "quadratic" else "")
                      + f"ResNet{args.depth}")

@@ -491,19 +491,29 @@ def check_momentum_rule(out, rule, record):
     without the record was written before `--sgd` existed, by Keras's
     SGD. With `record`, notes `rule` for the next run."""
     path = os.path.join(out, "momentum_rule.json")
-    if os.path.isdir(os.path.join(out, "backup")):
-        saved = "keras"
-        if os.path.exists(path):
+    saved = None
+    if os.path.exists(path):
+        try:
             with open(path) as f:
                 saved = json.load(f)["sgd"]
-        if saved != rule:
-            fail(f"{out} holds a backup of a run with --sgd {saved}: resume "
-                 f"it with --sgd {saved} (it cannot go on under --sgd "
-                 f"{rule}), or start anew in another --output-dir.")
-    if record:
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            fail(f"cannot read {path} ({error!r}): it should hold "
+                 '{"sgd": "pytorch"} or {"sgd": "keras"}, the --sgd of the '
+                 "run whose backup is there.")
+    if os.path.isdir(os.path.join(out, "backup")):
+        written = saved or "keras"
+        if written != rule:
+            by = (f"--sgd {saved}" if saved else
+                  "keras.optimizers.SGD (before --sgd existed)")
+            fail(f"{out} holds the backup of a run trained with {by}: "
+                 f"resume it with --sgd {written} (its momentum cannot go "
+                 f"on under --sgd {rule}), remove {out}/backup, or start "
+                 "anew in another --output-dir.")
+    if record and saved != rule:  # written whole, then renamed: atomic
         os.makedirs(out, exist_ok=True)
-        with open(path, "w") as f:
+        with open(path + ".tmp", "w") as f:
             json.dump({"sgd": rule}, f)
+        os.replace(path + ".tmp", path)
 
 
 def epoch_callbacks(out):
@@ -612,6 +622,7 @@ def main(argv=None, extra_callbacks=()):
             topology = kq.distribute.data_parallel(args.distribute_timeout)
         except (ValueError, TimeoutError, RuntimeError) as error:
             fail(f"--distribute: {error}")
+    check_momentum_rule(args.output_dir, args.sgd, record=False)  # early
     # no two processes preparing one folder
     no_download_reason = (
         "several processes do not download it (run once with one process "

@@ -478,5 +478,19 @@ class PyTorchSGD(keras.optimizers.SGD):
                 directions = (torch._foreach_add(grads, buffers,
                                                  alpha=self.momentum)
                               if self.nesterov else buffers)
-            torch._foreach_sub_(variables, torch._foreach_mul(
-                directions, ops.convert_to_tensor(learning_rate)))
+            # The rate stays a device tensor (no host sync), cast once per
+            # dtype (one fused kernel per group, and float64 kept exact);
+            # the product is one temporary the size of the parameters.
+            if not isinstance(learning_rate, (int, float)):
+                learning_rate = ops.convert_to_tensor(learning_rate)
+            groups = {}
+            for variable, direction in zip(variables, directions):
+                group = groups.setdefault(variable.dtype, ([], []))
+                group[0].append(variable)
+                group[1].append(direction)
+            for dtype, (group, group_directions) in groups.items():
+                rate = (learning_rate.to(dtype)
+                        if isinstance(learning_rate, torch.Tensor)
+                        else learning_rate)
+                torch._foreach_sub_(group, torch._foreach_mul(
+                    group_directions, rate))

@@ -298,12 +298,22 @@ def test_a_backup_resumes_only_under_its_momentum_rule(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         cifar10.check_momentum_rule(out, "keras", record=True)
     assert exit_.value.code == 2
-    assert "backup of a run with --sgd pytorch" in capsys.readouterr().err
+    assert "backup of a run trained with --sgd pytorch" in (
+        capsys.readouterr().err)
     # a backup from before --sgd existed was Keras's SGD's
     os.remove(os.path.join(out, "momentum_rule.json"))
     cifar10.check_momentum_rule(out, "keras", record=False)
     with pytest.raises(SystemExit):
         cifar10.check_momentum_rule(out, "pytorch", record=False)
+    assert "before --sgd existed" in capsys.readouterr().err
+    # a record that cannot be read: a clear error, not a traceback
+    for bad in ("", '["pytorch"]', '{"rule": "pytorch"}'):
+        with open(os.path.join(out, "momentum_rule.json"), "w") as f:
+            f.write(bad)
+        with pytest.raises(SystemExit) as exit_:
+            cifar10.check_momentum_rule(out, "pytorch", record=True)
+        assert exit_.value.code == 2
+        assert "cannot read" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("rule", ["pytorch", "keras", None])
