@@ -411,3 +411,54 @@ def test_positional_arguments_line_up_with_keras(cls, keras_cls):
     assert tuple(layer(x).shape) == tuple(conv(x).shape)
     with pytest.raises(ValueError, match="groups"):
         cls(4, 3, groups=3)
+
+
+# Every kind of quadratic convolution, channels_first: TensorFlow's CPU
+# kernels refuse NCHW in float16 and float64 on some processors (AMD EPYC:
+# also keras.layers.Conv2D), so these layers compute it as NHWC there.
+CHANNELS_FIRST_LAYERS = [
+    (kq.QuadraticConv1D, dict(filters=3, kernel_size=3, padding="causal")),
+    (kq.QuadraticConv2D, dict(filters=3, kernel_size=3, strides=2)),
+    (kq.CompactQuadraticConv2D, dict(filters=3, kernel_size=(3, 2),
+                                     padding="same", dilation_rate=2)),
+    (kq.QuadraticConv3D, dict(filters=2, kernel_size=2)),
+    (kq.QuadraticDepthwiseConv2D, dict(kernel_size=3, depth_multiplier=2)),
+    (kq.CompactQuadraticDepthwiseConv1D, dict(kernel_size=3, padding="same")),
+    (kq.QuadraticSeparableConv2D, dict(filters=3, kernel_size=3)),
+    (kq.CompactQuadraticSeparableConv1D, dict(filters=3, kernel_size=3,
+                                              quadratic_pointwise=True)),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32",
+                                   "float64"])
+@pytest.mark.parametrize("cls,kwargs", CHANNELS_FIRST_LAYERS,
+                         ids=[c.__name__ for c, _ in CHANNELS_FIRST_LAYERS])
+def test_channels_first_in_every_dtype(cls, kwargs, dtype):
+    if dtype == "float64" and keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            pytest.skip("JAX without jax_enable_x64 computes float64 as "
+                        "float32")
+    rank = int(cls.__name__[-2])
+    channels_last = random((2, *SPATIAL[rank][:rank], 2), scale=0.5)
+    x = np.moveaxis(channels_last, -1, 1)
+    layer = cls(**kwargs, data_format="channels_first", dtype=dtype)
+    layer.build(x.shape)
+    weights = [random(w.shape, i + 1, scale=0.3)
+               for i, w in enumerate(layer.weights)]
+    layer.set_weights(weights)
+    # The reference: the same weights in float64, channels_last.
+    reference = cls(**kwargs, data_format="channels_last", dtype="float64")
+    reference.build(channels_last.shape)
+    reference.set_weights(weights)
+    expected = np.moveaxis(to_numpy(reference(channels_last.astype("float64"))),
+                           -1, 1)
+    y = layer(x.astype(dtype) if dtype != "bfloat16" else x)
+    assert keras.backend.standardize_dtype(y.dtype) == dtype
+    tolerance = {"float16": 2e-2, "bfloat16": 1e-1, "float32": 1e-5,
+                 "float64": 1e-12}[dtype]
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(to_numpy(y).astype("float64"), expected,
+                               rtol=tolerance, atol=tolerance)

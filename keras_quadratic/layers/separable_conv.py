@@ -20,6 +20,7 @@ from keras_quadratic.layers.conv import CompactQuadraticConv2D
 from keras_quadratic.layers.conv import QuadraticConv1D
 from keras_quadratic.layers.conv import QuadraticConv2D
 from keras_quadratic.layers.conv import _register
+from keras_quadratic.layers.conv import convolve
 from keras_quadratic.layers.depthwise_conv import (
     CompactQuadraticDepthwiseConv1D,
 )
@@ -47,7 +48,29 @@ _POINTWISE = {
     (1, True): CompactQuadraticConv1D,
     (2, True): CompactQuadraticConv2D,
 }
-_LINEAR_POINTWISE = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D}
+
+
+class _LinearPointwise:
+    """Keras's convolution as the linear pointwise part (built without bias
+    or activation: the separable layer adds its own), computed by
+    `convolve`, so that `channels_first` runs on TensorFlow's CPU in every
+    dtype as the quadratic parts do."""
+
+    def call(self, inputs):
+        return convolve(inputs, self.kernel, strides=self.strides,
+                        padding=self.padding, data_format=self.data_format,
+                        dilation_rate=self.dilation_rate)
+
+
+class _LinearPointwise1D(_LinearPointwise, keras.layers.Conv1D):
+    pass
+
+
+class _LinearPointwise2D(_LinearPointwise, keras.layers.Conv2D):
+    pass
+
+
+_LINEAR_POINTWISE = {1: _LinearPointwise1D, 2: _LinearPointwise2D}
 
 
 class BaseQuadraticSeparableConv(keras.layers.Layer):
