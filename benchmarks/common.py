@@ -1,5 +1,7 @@
 """Shared pieces of the benchmarks: FLOP counting and timing."""
 
+import hashlib
+import os
 import resource
 import statistics
 import sys
@@ -70,3 +72,41 @@ def matmul_gflops(n=2048, repeats=10, dtype="float32"):
 
     seconds = time_steps(step, warmup=2, steps=repeats)
     return max(best, 2 * n ** 3 / seconds / 1e9)
+
+
+def load_npz(path):
+    """(x_train, y_train, x_test, y_test) from an npz of uint8 arrays
+    (benchmarks/make_cifar_subset.py). Where `path` is missing but its
+    parts `path.part0`, `path.part1`, ... are there, joins them into `path`
+    after checking their SHA-256 against `path.sha256`."""
+    import numpy as np
+
+    if not os.path.exists(path):
+        parts = []
+        while os.path.exists(f"{path}.part{len(parts)}"):
+            parts.append(f"{path}.part{len(parts)}")
+        if not parts:
+            raise SystemExit(f"error: no {path} and no {path}.part0")
+        digest = hashlib.sha256()
+        for part in parts:
+            with open(part, "rb") as f:
+                while chunk := f.read(1 << 24):
+                    digest.update(chunk)
+        with open(f"{path}.sha256") as f:
+            expected = f.read().split()[0]
+        if digest.hexdigest() != expected:
+            raise SystemExit(
+                f"error: the {len(parts)} parts of {path} have SHA-256 "
+                f"{digest.hexdigest()}, not {expected} ({path}.sha256): a "
+                "part is missing or damaged")
+        with open(path + ".tmp", "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    while chunk := f.read(1 << 24):
+                        out.write(chunk)
+        os.replace(path + ".tmp", path)
+        print(f"joined {len(parts)} parts into {path} (SHA-256 checked)",
+              flush=True)
+    with np.load(path) as data:
+        return tuple(data[key] for key in ("x_train", "y_train", "x_test",
+                                           "y_test"))

@@ -11,7 +11,10 @@ Only the residual-branch convolutions are quadratic; stem and classifier
 stay linear, as in the original experiments.
 """
 
+import os
+
 import keras
+import numpy as np
 
 from keras_quadratic.layers import CompactQuadraticConv2D
 from keras_quadratic.layers import QuadraticConv2D
@@ -26,6 +29,77 @@ _CONVS = {
 
 
 VALID_DEPTHS = "6n+2 with n >= 1, e.g. 8, 14, 20, 32, 44, 56, 110, 1202"
+
+# CIFAR-10's per-channel mean and standard deviation (RGB, of images scaled
+# to [0, 1]): the normalization of the original experiments and of the
+# shipped weights (`preprocess_input`).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+# The weights that ship with the package (`QResNet(weights="cifar10")`), in
+# keras_quadratic/models/weights: (depth, neuron) -> file. How each was
+# trained, and its test accuracy: docs/results/cifar10.json.
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           "weights")
+CIFAR10_WEIGHTS = {
+    (20, "quadratic"): "qresnet20_cifar10.weights.h5",
+    (20, "compact"): "compactqresnet20_cifar10.weights.h5",
+    (20, "linear"): "resnet20_cifar10.weights.h5",
+}
+
+
+def preprocess_input(x, data_format=None):
+    """Maps CIFAR images with values 0-255 to what QResNet's CIFAR-10
+    weights expect: `(x / 255 - mean) / std` per channel, with CIFAR-10's
+    RGB mean (0.4914, 0.4822, 0.4465) and std (0.2470, 0.2435, 0.2616), as
+    in the original experiments (like `keras.applications.*.
+    preprocess_input`).
+
+    Args:
+        x: images (a batch, or one image), uint8 or float, RGB, values
+            0-255: a NumPy array or a tensor of the backend.
+        data_format: "channels_last" (channels on the last axis) or
+            "channels_first" (on the first axis after the batch's, or the
+            first of one image); defaults to
+            `keras.config.image_data_format()`.
+
+    Returns:
+        float32 images of the same shape: a NumPy array for a NumPy input,
+        else a tensor.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_quadratic as kq
+    >>> images = np.full((2, 32, 32, 3), 255, "uint8")
+    >>> kq.models.preprocess_input(images)[0, 0, 0].round(3)
+    array([2.059, 2.126, 2.116], dtype=float32)
+    """
+    data_format = data_format or keras.config.image_data_format()
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(
+            "preprocess_input: argument `data_format` must be "
+            "'channels_last' or 'channels_first'. Received: "
+            f"data_format={data_format!r}")
+    ndim = len(x.shape)
+    if ndim not in (3, 4):
+        raise ValueError(
+            "preprocess_input: `x` must be one image (3 axes) or a batch "
+            f"of images (4 axes). Received: shape {tuple(x.shape)}")
+    axis = -1 if data_format == "channels_last" else ndim - 3
+    if x.shape[axis] != 3:
+        raise ValueError(
+            f"preprocess_input: `x` must have 3 channels (RGB) on axis "
+            f"{axis} for data_format={data_format!r}. Received: shape "
+            f"{tuple(x.shape)}")
+    shape = [1] * ndim
+    shape[axis] = 3
+    mean = np.reshape(np.float32(CIFAR10_MEAN) * 255, shape)
+    std = np.reshape(np.float32(CIFAR10_STD) * 255, shape)
+    if isinstance(x, np.ndarray):
+        return (x.astype("float32") - mean) / std
+    ops = keras.ops
+    return (ops.cast(x, "float32") - mean) / std
 
 
 @keras.saving.register_keras_serializable(package="keras_quadratic")
@@ -153,6 +227,7 @@ def QResNet(
     shortcut="A",
     data_format=None,
     relinear_regularizer=None,
+    weights=None,
     name=None,
 ):
     """Returns a CIFAR ResNet (He et al. 2016) with quadratic convolutions.
@@ -187,6 +262,13 @@ def QResNet(
         relinear_regularizer: a
             `keras_quadratic.regularizers.ReLinearRegularizer` for every
             quadratic convolution.
+        weights: None (random initialization), "cifar10" (weights trained
+            on CIFAR-10 that ship with the package, for depth 20 and each
+            neuron, with the other arguments at their defaults except
+            `data_format`, `input_shape` and `relinear_regularizer`;
+            inputs from `preprocess_input`; how they were trained and
+            their test accuracy: docs/results/cifar10.json), or the path
+            of a `.weights.h5` file to load.
         name: the model's name; default "QResNet<depth>" (or
             "CompactQResNet<depth>", "ResNet<depth>").
 
@@ -208,6 +290,13 @@ def QResNet(
     ...     keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     >>> x = np.random.rand(4, 32, 32, 3).astype("float32")
     >>> history = model.fit(x, np.arange(4), verbose=0)
+
+    With the CIFAR-10 weights:
+
+    >>> model = kq.models.QResNet(20, weights="cifar10")
+    >>> images = np.zeros((1, 32, 32, 3), "uint8")
+    >>> model.predict(kq.models.preprocess_input(images), verbose=0).shape
+    (1, 10)
     """
     if neuron not in NEURONS:
         raise ValueError(
@@ -238,6 +327,9 @@ def QResNet(
             "QResNet: `relinear_regularizer` needs a quadratic neuron; "
             "received neuron='linear'."
         )
+    weights_file = _weights_file(weights, depth, neuron, rezero,
+                                 num_classes, input_shape, shortcut,
+                                 data_format)
     blocks_per_stage = (depth - 2) // 6
     bn_axis = -1 if data_format == "channels_last" else 1
 
@@ -316,4 +408,48 @@ def QResNet(
         prefix = {"quadratic": "QResNet", "compact": "CompactQResNet",
                   "linear": "ResNet"}[neuron]
         name = f"{prefix}{depth}"
-    return keras.Model(inputs, outputs, name=name)
+    model = keras.Model(inputs, outputs, name=name)
+    if weights_file is not None:
+        model.load_weights(weights_file)
+    return model
+
+
+def _weights_file(weights, depth, neuron, rezero, num_classes, input_shape,
+                  shortcut, data_format):
+    """The file that `QResNet(weights=...)` loads, or None; a clear error
+    for a combination without weights."""
+    if weights is None:
+        return None
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(
+            "QResNet: argument `weights` must be None, 'cifar10' or the path "
+            f"of a .weights.h5 file. Received: weights={weights!r}")
+    if weights != "cifar10":
+        if not os.path.isfile(weights):
+            raise ValueError(
+                "QResNet: argument `weights` must be None, 'cifar10' or the "
+                f"path of an existing .weights.h5 file. Received: "
+                f"weights={weights!r}")
+        return weights
+    available = ", ".join(f"(depth={d}, neuron={n!r})"
+                          for d, n in CIFAR10_WEIGHTS)
+    if (depth, neuron) not in CIFAR10_WEIGHTS:
+        raise ValueError(
+            f"QResNet: no CIFAR-10 weights ship for depth={depth}, "
+            f"neuron={neuron!r}; weights='cifar10' is available for "
+            f"{available}.")
+    channels = None
+    if input_shape is not None:
+        channels = tuple(input_shape)[
+            -1 if data_format == "channels_last" else 0]
+    wrong = {key: value for key, value, default in (
+        ("rezero", rezero, False), ("num_classes", num_classes, 10),
+        ("shortcut", shortcut, "A")) if value != default}
+    if channels not in (None, 3):
+        wrong["input_shape"] = input_shape
+    if wrong:
+        raise ValueError(
+            "QResNet: the CIFAR-10 weights were trained with rezero=False, "
+            "num_classes=10, shortcut='A' and 3-channel images; with "
+            f"weights='cifar10' these must stay so. Received: {wrong}")
+    return os.path.join(WEIGHTS_DIR, CIFAR10_WEIGHTS[(depth, neuron)])

@@ -1,0 +1,398 @@
+"""Trains a grid of QResNet / ResNet runs on CIFAR-10 back to back, from
+uint8 arrays in memory (no TensorFlow needed), and writes the results:
+final-epoch test accuracy and wall time of each run, the test accuracy
+after every epoch, and the weights.
+
+    KERAS_BACKEND=jax python benchmarks/cifar10_grid.py --data cifar10.npz \\
+        --output docs/results/cifar10.json --weights-dir runs/grid-weights
+
+One recipe for every run (the defaults: batch 500, bf16 mixed precision,
+30 epochs, SGD as PyTorch's, momentum 0.9, lr 0.2 after a 2-epoch linear
+warm-up from 0.02, then a cosine decay to 0, PyTorch-style weight decay
+5e-4 on the conventional weights, ReLinear gammas 1e-2; the original's
+augmentation, on the device: 4 black pixels of padding, a random crop
+and a random horizontal flip per image; per-channel normalization). Runs go in the order of
+`--runs` for each seed in turn (the arms stay balanced when the time
+budget cuts the grid short); a run is started only when the time it is
+expected to take (the previous run of the same model, else of any) fits
+in what is left of `--budget`, and skipped runs are listed as such.
+
+`--data` is an npz of uint8 `x_train`, `y_train`, `x_test`, `y_test`
+(benchmarks/make_cifar_subset.py). Where the file is missing but its
+parts are there (`<data>.part0`, `.part1`, ...: the maker's `--part-mib`),
+they are joined and checked against `<data>.sha256` first.
+
+The JSON (`--output`) is written after every run; `--plot PNG` draws the
+test accuracy per epoch of every run in it (also with `--plot-only`).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # the package, from a checkout
+
+from common import load_npz  # noqa: E402
+
+RUN_NAMES = {"quadratic": "QResNet", "compact": "CompactQResNet",
+             "linear": "ResNet"}
+
+
+def parse_run(text):
+    """'quadratic:20' -> ("quadratic", 20)."""
+    neuron, _, depth = text.partition(":")
+    if neuron not in RUN_NAMES or not depth.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"a run is NEURON:DEPTH with NEURON one of {sorted(RUN_NAMES)} "
+            f"and DEPTH 6n+2, e.g. quadratic:20; not {text!r}")
+    return neuron, int(depth)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="npz of uint8 CIFAR-10 arrays")
+    p.add_argument("--runs", nargs="+", type=parse_run,
+                   default=[("quadratic", 20), ("linear", 20)],
+                   help="NEURON:DEPTH, each trained for every seed "
+                   "(default: quadratic:20 linear:20)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--learning-rate", type=float, default=0.2)
+    p.add_argument("--warmup-epochs", type=float, default=2.0)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--gamma", type=float, default=1e-2,
+                   help="ReLinear step factor of the gate and square "
+                   "weights")
+    p.add_argument("--mixed-precision", choices=("bf16", "none"),
+                   default="bf16")
+    p.add_argument("--steps-per-execution", type=int, default=1,
+                   help="training steps per compiled call (1 on torch)")
+    p.add_argument("--train-examples", type=int, default=None,
+                   help="the first N training images only (smoke tests)")
+    p.add_argument("--test-examples", type=int, default=None)
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds for the whole grid: runs that would not "
+                   "finish in time are skipped")
+    p.add_argument("--output", default="runs/cifar10_grid.json")
+    p.add_argument("--weights-dir", default=None,
+                   help="save each run's weights (fp32 .weights.h5) here")
+    p.add_argument("--plot", default=None, help="PNG of the curves")
+    p.add_argument("--plot-only", action="store_true",
+                   help="draw --plot from an existing --output and stop")
+    p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
+    args = p.parse_args(argv)
+    if args.plot_only:
+        if not args.plot:
+            p.error("--plot-only needs --plot PNG")
+        return args
+    if not args.data:
+        p.error("--data is required (an npz of uint8 CIFAR-10 arrays)")
+    for name in ("epochs", "batch_size", "steps_per_execution"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be a positive integer")
+    for neuron, depth in args.runs:
+        if depth < 8 or (depth - 2) % 6:
+            p.error(f"--runs {neuron}:{depth}: the depth must be 6n+2 "
+                    "(8, 14, 20, 32, 44, 56, ...)")
+    if args.learning_rate <= 0 or not 0 <= args.warmup_epochs < args.epochs:
+        p.error("--learning-rate must be > 0 and --warmup-epochs in "
+                "[0, --epochs)")
+    return args
+
+
+def _crop_flip_layer():
+    import keras
+
+    class RandomCropFlip(keras.layers.Layer):
+        """The original's augmentation on the device, in training only:
+        each image padded with `padding` black pixels on every side, a
+        random crop of the original size from it and a random horizontal
+        flip, one draw per image (channels_last images of any dtype).
+        Keras's RandomTranslation does the shift by an interpolated affine
+        map, which made the whole QResNet20 training step about 40 times
+        slower on an H200 (1 s for batch 500) and about twice as slow on
+        a CPU; this is two gathers."""
+
+        def __init__(self, padding=4, seed=None, **kwargs):
+            super().__init__(**kwargs)
+            self.padding = padding
+            self.seed = seed
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def call(self, images, training=False):
+            if not training:
+                return images
+            ops = keras.ops
+            p = self.padding
+            batch = ops.shape(images)[0]
+            height, width = images.shape[1], images.shape[2]
+            padded = ops.pad(images, [[0, 0], [p, p], [p, p], [0, 0]])
+            offsets = keras.random.randint((batch, 2), 0, 2 * p + 1,
+                                           seed=self.seed_generator)
+            flip = keras.random.uniform((batch, 1),
+                                        seed=self.seed_generator) < 0.5
+            rows = offsets[:, :1] + ops.arange(height)[None]
+            columns = offsets[:, 1:] + ops.arange(width)[None]
+            columns = ops.where(flip, ops.flip(columns, axis=1), columns)
+            images = ops.take_along_axis(padded, rows[:, :, None, None],
+                                         axis=1)
+            return ops.take_along_axis(images, columns[:, None, :, None],
+                                       axis=2)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def get_config(self):
+            return {**super().get_config(), "padding": self.padding,
+                    "seed": self.seed}
+
+    return RandomCropFlip
+
+
+def training_model(net, seed):
+    """uint8 images -> augmentation -> `preprocess_input` -> `net`."""
+    import keras
+
+    import keras_quadratic as kq
+
+    mean = [255 * m for m in kq.models.qresnet.CIFAR10_MEAN]
+    std = [255 * s for s in kq.models.qresnet.CIFAR10_STD]
+    inputs = keras.Input((32, 32, 3), dtype="uint8", name="images")
+    x = _crop_flip_layer()(4, seed, dtype="float32", name="crop_flip")(
+        inputs)
+    # (x - 255 mean) / (255 std): preprocess_input's map, as a layer
+    x = keras.layers.Normalization(mean=mean, variance=[s * s for s in std],
+                                   dtype="float32", name="normalize")(x)
+    return keras.Model(inputs, net(x), name=f"train_{net.name}")
+
+
+def schedule(args, steps_per_epoch):
+    """Linear warm-up from lr/10 over --warmup-epochs, then a cosine decay
+    to 0 (Keras's CosineDecay, as examples/cifar10.py --lr-schedule
+    cosine)."""
+    import keras
+
+    total = args.epochs * steps_per_epoch
+    warmup = round(args.warmup_epochs * steps_per_epoch)
+    lr = args.learning_rate
+    return keras.optimizers.schedules.CosineDecay(
+        lr / 10 if warmup else lr, max(total - warmup, 1), alpha=0.0,
+        warmup_target=lr if warmup else None, warmup_steps=warmup)
+
+
+def train_one(args, neuron, depth, seed, data, deadline=float("inf")):
+    """One run; returns its JSON record (and saves its weights). Past
+    `deadline` (time.time()) it stops after the epoch in progress, and the
+    record says so (`stopped_after_epoch`)."""
+    import keras
+
+    import keras_quadratic as kq
+
+    x_train, y_train, x_test, y_test = data
+    keras.utils.set_random_seed(seed)
+    keras.config.set_dtype_policy(
+        "mixed_bfloat16" if args.mixed_precision == "bf16" else "float32")
+    try:
+        net = kq.models.QResNet(depth, neuron)
+        model = training_model(net, seed)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    kq.regularizers.add_weight_decay(net, args.weight_decay)
+    steps_per_epoch = len(x_train) // args.batch_size
+    optimizer = kq.optimizers.PyTorchSGD(schedule(args, steps_per_epoch),
+                                         momentum=args.momentum)
+    if neuron != "linear":
+        optimizer = kq.optimizers.ReLinearOptimizer(optimizer, args.gamma,
+                                                    args.gamma)
+    backend = keras.backend.backend()
+    model.compile(
+        optimizer,
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        steps_per_execution=(1 if backend == "torch"
+                             else args.steps_per_execution))
+    epoch_seconds = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_seconds.append(time.perf_counter() - self.start)
+            if time.time() > deadline:
+                self.model.stop_training = True
+
+    start = time.perf_counter()
+    # the test set in batches that divide it (no second compiled shape)
+    history = model.fit(
+        x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
+        validation_data=(x_test, y_test),
+        validation_batch_size=_divisor(len(x_test), 1000),
+        shuffle=True, callbacks=[Timer()], verbose=args.verbose)
+    seconds = time.perf_counter() - start
+    curves = {key: [round(float(v), 5) for v in values]
+              for key, values in history.history.items()}
+    name = f"{RUN_NAMES[neuron]}{depth}"
+    record = {
+        "model": name, "depth": depth, "neuron": neuron, "seed": seed,
+        "epochs": args.epochs,
+        "test_accuracy": curves["val_accuracy"][-1],
+        "seconds": round(seconds, 2),
+        "seconds_per_epoch": round(statistics.median(epoch_seconds[1:]
+                                                     or epoch_seconds), 3),
+        "first_epoch_seconds": round(epoch_seconds[0], 2),
+        "weights": None,
+        "curves": curves,
+    }
+    if len(epoch_seconds) < args.epochs:
+        record["stopped_after_epoch"] = len(epoch_seconds)
+        record["test_accuracy"] = None  # not the recipe's final epoch
+    if args.weights_dir:
+        os.makedirs(args.weights_dir, exist_ok=True)
+        path = os.path.join(args.weights_dir,
+                            f"{name.lower()}_cifar10_seed{seed}.weights.h5")
+        net.save_weights(path)  # float32 variables under mixed precision
+        record["weights"] = os.path.basename(path)
+    return record
+
+
+def _divisor(n, at_most):
+    """The largest divisor of n that is at most `at_most`."""
+    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
+
+
+def plot(results, path):
+    """Test accuracy per epoch of every run, one panel per model."""
+    from matplotlib.figure import Figure
+
+    runs = [r for r in results["runs"] if "curves" in r]
+    models = list(dict.fromkeys(r["model"] for r in runs))  # run order
+    if not models:
+        return
+    fig = Figure(figsize=(5 * len(models), 4))
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    for ax, model in zip(axes, models):
+        for r in (r for r in runs if r["model"] == model):
+            accuracy = r["curves"]["val_accuracy"]
+            ax.plot(range(1, len(accuracy) + 1), [100 * a for a in accuracy],
+                    label=f"seed {r['seed']}: {100 * accuracy[-1]:.2f}%")
+        ax.set_title(model)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(40, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.suptitle(f"CIFAR-10, {results.get('card', '')}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def save(results, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.plot_only:
+        with open(args.output) as f:
+            plot(json.load(f), args.plot)
+        print(f"wrote {args.plot}")
+        return 0
+    start = time.time()
+    x_train, y_train, x_test, y_test = load_npz(args.data)
+    if args.train_examples:
+        x_train, y_train = (a[:args.train_examples] for a in (x_train,
+                                                              y_train))
+    if args.test_examples:
+        x_test, y_test = (a[:args.test_examples] for a in (x_test, y_test))
+    if len(x_train) % args.batch_size:
+        print(f"note: the last {len(x_train) % args.batch_size} training "
+              "images of each shuffled epoch are left out (whole batches "
+              "only)", flush=True)
+    import keras
+
+    import keras_quadratic as kq
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        # One compilation for the seeds of a model: their programs are equal.
+        # (JAX_COMPILATION_CACHE_DIR, if set, says where)
+        import jax
+
+        if not jax.config.jax_compilation_cache_dir:
+            jax.config.update("jax_compilation_cache_dir", os.path.join(
+                os.path.dirname(os.path.abspath(args.output)), ".jax-cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    device = kq.devices.compute_device()
+    recipe = {k: v for k, v in vars(args).items() if k not in (
+        "data", "output", "weights_dir", "plot", "plot_only", "verbose",
+        "budget", "runs", "seeds")}
+    recipe.update(optimizer="ReLinearOptimizer(PyTorchSGD) for quadratic "
+                  "models, PyTorchSGD for linear ones",
+                  schedule="linear warm-up from lr/10, then cosine to 0",
+                  weight_decay_style="coupled (PyTorch's), conventional "
+                  "weights only",
+                  augmentation="4-pixel zero padding, random 32x32 crop "
+                  "and random horizontal flip, per image, on the device",
+                  train_examples=int(len(x_train)),
+                  test_examples=int(len(x_test)))
+    results = {
+        "dataset": "cifar10", "card": device["name"],
+        "date": time.strftime("%Y-%m-%d"), "backend": backend,
+        "versions": {"keras": keras.__version__,
+                     backend: __import__(backend).__version__,
+                     "python": platform.python_version()},
+        "recipe": recipe, "runs": [],
+    }
+    print(f"{backend} on {device['platform']} ({device['name']}); "
+          f"{len(x_train)} train / {len(x_test)} test images", flush=True)
+    data = (x_train, y_train.astype("int32"), x_test, y_test.astype("int32"))
+    expected = {}
+    for seed in args.seeds:
+        for neuron, depth in args.runs:
+            name = f"{RUN_NAMES[neuron]}{depth}"
+            left = (args.budget - (time.time() - start)
+                    if args.budget else float("inf"))
+            guess = expected.get(name, max(expected.values(), default=0.0))
+            if guess > left:
+                print(f"skip {name} seed {seed}: about {guess:.0f} s, "
+                      f"{left:.0f} s left", flush=True)
+                results["runs"].append({
+                    "model": name, "depth": depth, "neuron": neuron,
+                    "seed": seed, "epochs": args.epochs,
+                    "skipped": "time budget"})
+                save(results, args.output)
+                continue
+            print(f"== {name} seed {seed}", flush=True)
+            record = train_one(args, neuron, depth, seed, data,
+                               start + (args.budget or float("inf")))
+            expected[name] = record["seconds"]
+            print(f"   {name} seed {seed}: test accuracy "
+                  f"{record['curves']['val_accuracy'][-1]:.4f} after "
+                  f"{len(record['curves']['val_accuracy'])} epochs in "
+                  f"{record['seconds']:.0f} s ({record['seconds_per_epoch']:.2f}"
+                  " s/epoch)", flush=True)
+            results["runs"].append(record)
+            save(results, args.output)
+    results["seconds"] = round(time.time() - start, 1)
+    save(results, args.output)
+    if args.plot:
+        plot(results, args.plot)
+    print(f"wrote {args.output}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

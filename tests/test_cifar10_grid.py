@@ -1,0 +1,130 @@
+"""benchmarks/cifar10_grid.py (the results grid) and the data it takes: an
+npz cut into parts with a SHA-256, joined and checked; the augmentation on
+the device; one tiny run end to end."""
+
+import json
+import re
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+
+from examples_util import ROOT
+
+import keras_quadratic as kq
+
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import cifar10_grid  # noqa: E402
+from common import load_npz  # noqa: E402
+from make_cifar_subset import write_parts  # noqa: E402
+
+
+def _npz(path, train=40, test=20):
+    rng = np.random.default_rng(0)
+    arrays = dict(
+        x_train=rng.integers(0, 256, (train, 32, 32, 3), dtype="uint8"),
+        y_train=rng.integers(0, 10, train).astype("uint8"),
+        x_test=rng.integers(0, 256, (test, 32, 32, 3), dtype="uint8"),
+        y_test=rng.integers(0, 10, test).astype("uint8"))
+    np.savez(path, **arrays)
+    return arrays
+
+
+def test_parts_join_into_the_same_file_and_a_bad_part_is_refused(tmp_path):
+    path = str(tmp_path / "data.npz")
+    arrays = _npz(path)
+    whole = open(path, "rb").read()
+    write_parts(path, 50_000)
+    assert os.path.exists(path + ".part2") and not os.path.exists(
+        path + ".part4")
+    os.remove(path)
+    loaded = load_npz(path)
+    assert open(path, "rb").read() == whole
+    for got, key in zip(loaded, ("x_train", "y_train", "x_test", "y_test")):
+        np.testing.assert_array_equal(got, arrays[key])
+    # a damaged part: refused, and nothing joined
+    os.remove(path)
+    with open(path + ".part1", "r+b") as f:
+        f.write(b"x")
+    with pytest.raises(SystemExit, match="SHA-256"):
+        load_npz(path)
+    assert not os.path.exists(path)
+
+
+def test_the_augmentation_crops_and_flips_each_image_of_its_padding():
+    layer = cifar10_grid._crop_flip_layer()(4, seed=1)
+    images = np.random.default_rng(0).integers(
+        1, 256, (8, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(to_numpy(layer(images)), images)  # test
+    out = to_numpy(layer(images, training=True))
+    padded = np.pad(images, [(0, 0), (4, 4), (4, 4), (0, 0)])
+    draws = set()
+    for image, original in zip(out, padded):
+        found = [(r, c, f) for r in range(9) for c in range(9)
+                 for f in (False, True)
+                 if np.array_equal(image, original[r:r + 32, c:c + 32][
+                     :, ::-1] if f else original[r:r + 32, c:c + 32])]
+        assert len(found) == 1
+        draws.add(found[0])
+    assert len(draws) > 1  # one draw per image
+
+
+@pytest.fixture
+def _jax_config_restored():
+    """The grid turns JAX's persistent compilation cache on (for the
+    process): off again after the test."""
+    if keras.backend.backend() != "jax":
+        yield
+        return
+    import jax
+
+    names = ("jax_compilation_cache_dir",
+             "jax_persistent_cache_min_compile_time_secs")
+    saved = {name: getattr(jax.config, name) for name in names}
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
+
+
+def test_a_tiny_grid_end_to_end(tmp_path, _jax_config_restored):
+    data = str(tmp_path / "data.npz")
+    _npz(data)
+    output = str(tmp_path / "results.json")
+    weights = str(tmp_path / "weights")
+    cifar10_grid.main([
+        "--data", data, "--runs", "quadratic:8", "--seeds", "3",
+        "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "20",
+        "--mixed-precision", "none", "--output", output, "--weights-dir",
+        weights, "--plot", str(tmp_path / "curves.png"), "--verbose", "0"])
+    with open(output) as f:
+        results = json.load(f)
+    assert results["dataset"] == "cifar10" and results["recipe"]["epochs"] == 2
+    run, = results["runs"]
+    assert (run["model"], run["depth"], run["neuron"], run["seed"],
+            run["epochs"]) == ("QResNet8", 8, "quadratic", 3, 2)
+    assert len(run["curves"]["val_accuracy"]) == 2
+    assert run["test_accuracy"] == run["curves"]["val_accuracy"][-1]
+    assert 0 <= run["test_accuracy"] <= 1 and run["seconds"] > 0
+    assert os.path.getsize(tmp_path / "curves.png") > 0
+    # the weights are the network's alone, and load into a plain QResNet
+    model = kq.models.QResNet(8, weights=os.path.join(weights,
+                                                      run["weights"]))
+    square = model.get_layer("stage1_block1_conv1").square_kernel
+    assert float(np.abs(to_numpy(square)).max()) > 0  # trained, with gamma
+    assert keras.config.dtype_policy().name == "float32"
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--data", "x.npz", "--runs", "quadratic:21"], "6n\\+2"),
+    (["--data", "x.npz", "--runs", "cubic:20"], "NEURON:DEPTH"),
+    (["--data", "x.npz", "--epochs", "0"], "--epochs"),
+    (["--runs", "linear:20"], "--data is required"),
+])
+def test_bad_flags_exit_2_with_a_line_that_names_them(argv, match, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cifar10_grid.parse_args(argv)
+    assert exit.value.code == 2
+    assert re.search(match, capsys.readouterr().err)
