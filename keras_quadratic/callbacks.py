@@ -14,7 +14,7 @@ import numpy as np
 
 import keras
 
-from keras_quadratic.layers.base import quadratic_layer_of
+from keras_quadratic.groups import quadratic_layer_of
 
 
 def quadratic_layers(model):

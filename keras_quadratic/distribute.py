@@ -272,13 +272,17 @@ def check_timeout(timeout):
 
 def torch_distribution_available():
     """Whether the installed Keras distributes its torch backend: detected
-    by capability, not version. `keras.distribution` works through the
-    backend's `distribution_lib`, which Keras 3.15 leaves None on torch."""
+    by capability, not version, through the public API.
+    `keras.distribution` works through the backend's distribution library,
+    which Keras 3.15 has none of on torch: there `list_devices` raises
+    AttributeError."""
     if keras.backend.backend() != "torch":
         return False
-    from keras.src import backend
-
-    return getattr(backend, "distribution_lib", None) is not None
+    try:
+        keras.distribution.list_devices()
+    except AttributeError:
+        return False
+    return True
 
 
 def _other_engine(backend):
@@ -426,9 +430,8 @@ def _agree_on_a_seed():
     seeds Python's, NumPy's and TensorFlow's generators too), so that their
     unseeded initializers draw the same weights. Keras's private function,
     because its public `initialize` takes no timeout (the other private
-    names here: the backend's `distribution_lib` that
-    `torch_distribution_available` looks at, and JAX's state on releases
-    without `jax.distributed.is_initialized`).
+    name here: JAX's state on releases without
+    `jax.distributed.is_initialized`).
     tests/test_distributed.py fails if it stops working (unseeded weights
     must be equal in both processes)."""
     try:

@@ -18,9 +18,9 @@ import math
 import keras
 from keras import ops
 
-from keras_quadratic.layers.base import GATE
-from keras_quadratic.layers.base import SQUARE
-from keras_quadratic.layers.base import quadratic_group
+from keras_quadratic.groups import GATE
+from keras_quadratic.groups import SQUARE
+from keras_quadratic.groups import quadratic_group
 
 
 def _gamma(value, name):

@@ -14,6 +14,19 @@ import math
 
 import keras
 
+from keras_quadratic.groups import quadratic_group
+
+
+class _SumRegularizer(keras.regularizers.Regularizer):
+    """The sum of two penalties on one weight (not serialized on its own)."""
+
+    def __init__(self, first, second):
+        self.first = first
+        self.second = second
+
+    def __call__(self, x):
+        return self.first(x) + self.second(x)
+
 
 def _coefficient(value, name, owner="ReLinearRegularizer"):
     try:
@@ -171,9 +184,6 @@ def add_weight_decay(model, weight_decay):
     >>> len(model.losses) == decayed
     True
     """
-    from keras_quadratic.layers.base import _SumRegularizer
-    from keras_quadratic.layers.base import quadratic_group
-
     weight_decay = _coefficient(weight_decay, "weight_decay",
                                 "add_weight_decay")
     if not getattr(model, "built", False) or not model.weights:

@@ -16,7 +16,7 @@ from reference import quadratic
 
 import keras_quadratic as kq
 from keras_quadratic import regularizers
-from keras_quadratic.layers.base import quadratic_group
+from keras_quadratic.groups import quadratic_group
 
 DEPTHWISE = {
     (1, False): kq.QuadraticDepthwiseConv1D,

@@ -231,7 +231,7 @@ def _sgd_runs(rates, momentum, gamma=0.1, sgd=None):
     import torch
 
     import keras_quadratic as kq
-    from keras_quadratic.layers.base import quadratic_group
+    from keras_quadratic.groups import quadratic_group
 
     layer = kq.layers.QuadraticDense(2)
     layer.build((None, 3))

@@ -5,7 +5,7 @@ from conftest import random
 from conftest import to_numpy
 
 import keras_quadratic as kq
-from keras_quadratic.layers.base import quadratic_group
+from keras_quadratic.groups import quadratic_group
 
 
 def test_decays_every_conventional_weight_and_no_quadratic_one():

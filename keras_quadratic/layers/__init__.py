@@ -1,5 +1,5 @@
+from keras_quadratic.groups import quadratic_group
 from keras_quadratic.layers.base import QuadraticLayer
-from keras_quadratic.layers.base import quadratic_group
 from keras_quadratic.layers.conv import BaseQuadraticConv
 from keras_quadratic.layers.conv import QuadraticConvolution
 from keras_quadratic.layers.conv import CompactQuadraticConv1D

@@ -16,7 +16,11 @@ from keras import constraints
 from keras import initializers
 from keras import regularizers
 
+from keras_quadratic.groups import GATE
+from keras_quadratic.groups import SQUARE
+from keras_quadratic.groups import tag
 from keras_quadratic.regularizers import ReLinearRegularizer
+from keras_quadratic.regularizers import _SumRegularizer
 
 # The compact neuron as one linear map of [x, x*x] (concatenated) rather
 # than two, on the backend where that measured faster (compact QResNet20
@@ -24,44 +28,6 @@ from keras_quadratic.regularizers import ReLinearRegularizer
 # 0.89 s fused vs 1.48 s; torch 0.59 s vs 0.51 s; TensorFlow 0.42-0.50 s vs
 # 0.41-0.42 s.
 _FUSE_COMPACT = keras.backend.backend() == "jax"
-
-GATE = "gate"
-SQUARE = "square"
-_GROUP_ATTRIBUTE = "_keras_quadratic_group"
-_LAYER_ATTRIBUTE = "_keras_quadratic_layer"
-
-
-def quadratic_group(variable):
-    """Returns "gate", "square" or None: the ReLinear group a layer declared.
-
-    Quadratic layers tag the variables they create; the ReLinear optimizer
-    and the monitor read that tag rather than guessing from names.
-    """
-    return getattr(variable, _GROUP_ATTRIBUTE, None)
-
-
-def quadratic_layer_of(variable):
-    """The quadratic layer that created a tagged (gate or square) variable,
-    else None: how the monitor finds quadratic layers at any nesting."""
-    return getattr(variable, _LAYER_ATTRIBUTE, None)
-
-
-def _tag(variable, group, layer):
-    setattr(variable, _GROUP_ATTRIBUTE, group)
-    setattr(variable, _LAYER_ATTRIBUTE, layer)
-    return variable
-
-
-class _SumRegularizer(keras.regularizers.Regularizer):
-    """The sum of two penalties on one weight (not serialized on its own)."""
-
-    def __init__(self, first, second):
-        self.first = first
-        self.second = second
-
-    def __call__(self, x):
-        return self.first(x) + self.second(x)
-
 
 def _explicit_arguments(local_variables):
     """The arguments of an `__init__` with an explicit signature, from its
@@ -198,7 +164,7 @@ class QuadraticLayer(keras.layers.Layer):
             trainable=True,
             dtype=self.dtype,
         )
-        return variable if group is None else _tag(variable, group, self)
+        return variable if group is None else tag(variable, group, self)
 
     def _build_neuron(self, kernel_shape, units):
         """Creates all weights. `units` is the number of outputs."""

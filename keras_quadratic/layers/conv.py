@@ -57,6 +57,18 @@ def convolve(inputs, kernel, *, strides, padding, data_format,
                           dilation_rate=dilation_rate)
 
 
+def add_bias(outputs, bias, data_format):
+    """`outputs` plus a bias per channel, on the axis of `data_format`."""
+    if data_format == "channels_last":
+        return keras.ops.add(outputs, bias)
+    # Plain broadcasting: on TensorFlow, `ops.add` turns a vector-like
+    # operand into `bias_add` and guesses NHWC when the last spatial size
+    # equals the number of filters (keras 3.15), adding the bias on the
+    # wrong axis.
+    return outputs + keras.ops.reshape(
+        bias, (-1,) + (1,) * (len(outputs.shape) - 2))
+
+
 def _int_tuple(value, rank, name, layer):
     values = (value,) * rank if isinstance(value, int) else value
     try:
@@ -167,13 +179,7 @@ class QuadraticConvolution(QuadraticLayer):
         return self._convolve(inputs, kernel, padding)
 
     def _add_bias(self, outputs, bias):
-        if self.data_format == "channels_last":
-            return keras.ops.add(outputs, bias)
-        # Plain broadcasting: on TensorFlow, `ops.add` turns a vector-like
-        # operand into `bias_add` and guesses NHWC when the last spatial
-        # size equals the number of filters (keras 3.15), adding the bias
-        # on the wrong axis.
-        return outputs + keras.ops.reshape(bias, (-1,) + (1,) * self.rank)
+        return add_bias(outputs, bias, self.data_format)
 
     def _split_outputs(self, outputs):
         return keras.ops.split(outputs, 2, axis=self._channel_axis)
@@ -382,40 +388,59 @@ _EXAMPLE = """
 """
 
 
-def _documented(cls):
-    """Fills in the class docstring of a quadratic convolution."""
-    rank, compact = cls.rank, cls.compact
-    spatial = {1: "steps", 2: "rows, cols", 3: "dim1, dim2, dim3"}[rank]
-    fields = dict(
-        rank=rank, spatial=spatial, ndim=rank + 2, name=cls.__name__,
-        new_spatial=", ".join(f"new_{d}" for d in spatial.split(", ")),
-        paddings='"valid", "same" or "causal"' if rank == 1
-        else '"valid" or "same"',
-        causal='\n            "causal": padded at the start only, so that output `t`'
-        "\n            depends on the inputs up to `t`." if rank == 1 else "",
-        ints="one int" if rank == 1 else f"{rank} ints",
-        bias_note=" (the neuron's one bias)" if compact
-        else " and `square_bias`",
-        example_shape=", ".join(["10"] * rank),
-        output_shape=", ".join(["8"] * rank),
-        square_bias_initializer="" if compact else (
-            '\n        square_bias_initializer: initializer of `square_bias`,'
-            '\n            default "zeros" (ReLinear).'),
-        square_bias_regularizer="" if compact else (
-            "\n        square_bias_regularizer: regularizer of `square_bias`."),
-        square_bias_constraint="" if compact else (
-            "\n        square_bias_constraint: constraint of `square_bias`."),
-    )
-    title = (f"{'Compact quadratic' if compact else 'Quadratic'} {rank}D "
-             f"convolution, a drop-in for `keras.layers.Conv{rank}D`.")
-    cls.__doc__ = (
-        f"{title}\n\n    For an input `x`, each output channel is\n"
-        + (_COMPACT_MATH if compact else _FULL_MATH).format(**fields)
-        + "\n\n    Args:" + _LINEAR_ARGS.format(**fields)
-        + ("" if compact else _GATE_ARGS) + _SQUARE_ARGS.format(**fields)
-        + "\n" + _SHAPES.format(**fields) + "\n" + _EXAMPLE.format(**fields)
-    )
-    return cls
+def documenter(kind, keras_layer, causal, full_math, compact_math,
+               linear_args, shapes, example):
+    """A class decorator that fills in the docstring of each public
+    quadratic `kind` convolution ("" or "depthwise ") from its module's
+    templates (`causal`: the note on padding="causal" for rank 1, whose
+    drop-in is `keras.layers.<keras_layer><rank>D`)."""
+
+    def documented(cls):
+        rank, compact = cls.rank, cls.compact
+        spatial = {1: "steps", 2: "rows, cols", 3: "dim1, dim2, dim3"}[rank]
+        fields = dict(
+            rank=rank, spatial=spatial, ndim=rank + 2, name=cls.__name__,
+            new_spatial=", ".join(f"new_{d}" for d in spatial.split(", ")),
+            paddings='"valid", "same" or "causal"' if rank == 1
+            else '"valid" or "same"',
+            causal=causal if rank == 1 else "",
+            ints="one int" if rank == 1 else f"{rank} ints",
+            bias_note=" (the neuron's one bias)" if compact
+            else " and `square_bias`",
+            example_shape=", ".join(["10"] * rank),
+            output_shape=", ".join(["8"] * rank),
+            square_bias_initializer="" if compact else (
+                '\n        square_bias_initializer: initializer of '
+                '`square_bias`,\n            default "zeros" (ReLinear).'),
+            square_bias_regularizer="" if compact else (
+                "\n        square_bias_regularizer: regularizer of "
+                "`square_bias`."),
+            square_bias_constraint="" if compact else (
+                "\n        square_bias_constraint: constraint of "
+                "`square_bias`."),
+        )
+        title = (f"{'Compact quadratic' if compact else 'Quadratic'} "
+                 f"{rank}D {kind}convolution, a drop-in for "
+                 f"`keras.layers.{keras_layer}{rank}D`.")
+        cls.__doc__ = (
+            f"{title}\n\n    For an input `x`, each output channel is\n"
+            + (compact_math if compact else full_math).format(**fields)
+            + "\n\n    Args:" + linear_args.format(**fields)
+            + ("" if compact else _GATE_ARGS)
+            + _SQUARE_ARGS.format(**fields)
+            + "\n" + shapes.format(**fields) + "\n"
+            + example.format(**fields)
+        )
+        return cls
+
+    return documented
+
+
+_documented = documenter(
+    "", "Conv",
+    '\n            "causal": padded at the start only, so that output `t`'
+    "\n            depends on the inputs up to `t`.",
+    _FULL_MATH, _COMPACT_MATH, _LINEAR_ARGS, _SHAPES, _EXAMPLE)
 
 
 # -- the public layers -----------------------------------------------------

@@ -17,10 +17,9 @@ import keras
 
 from keras_quadratic.layers.base import _explicit_arguments
 from keras_quadratic.layers.base import _positive_int
-from keras_quadratic.layers.conv import _GATE_ARGS
-from keras_quadratic.layers.conv import _SQUARE_ARGS
 from keras_quadratic.layers.conv import QuadraticConvolution
 from keras_quadratic.layers.conv import _register
+from keras_quadratic.layers.conv import documenter
 
 # Keras's depthwise layers call their kernel's arguments depthwise_*; the
 # quadratic ones take those names, and no kernel_* besides.
@@ -172,42 +171,11 @@ _EXAMPLE = """
 """
 
 
-def _documented(cls):
-    """Fills in the class docstring of a quadratic depthwise convolution."""
-    rank, compact = cls.rank, cls.compact
-    spatial = {1: "steps", 2: "rows, cols"}[rank]
-    fields = dict(
-        rank=rank, spatial=spatial, ndim=rank + 2, name=cls.__name__,
-        new_spatial=", ".join(f"new_{d}" for d in spatial.split(", ")),
-        ints="one int" if rank == 1 else f"{rank} ints",
-        paddings='"valid", "same" or "causal"' if rank == 1
-        else '"valid" or "same"',
-        causal='\n            "causal" (beyond DepthwiseConv1D\'s): padded at the start'
-        "\n            only, so that output `t` depends on the inputs up to `t`."
-        if rank == 1 else "",
-        bias_note=" (the neuron's one bias)" if compact
-        else " and `square_bias`",
-        example_shape=", ".join(["10"] * rank),
-        output_shape=", ".join(["8"] * rank),
-        square_bias_initializer="" if compact else (
-            '\n        square_bias_initializer: initializer of `square_bias`,'
-            '\n            default "zeros" (ReLinear).'),
-        square_bias_regularizer="" if compact else (
-            "\n        square_bias_regularizer: regularizer of `square_bias`."),
-        square_bias_constraint="" if compact else (
-            "\n        square_bias_constraint: constraint of `square_bias`."),
-    )
-    title = (f"{'Compact quadratic' if compact else 'Quadratic'} {rank}D "
-             "depthwise convolution, a drop-in for "
-             f"`keras.layers.DepthwiseConv{rank}D`.")
-    cls.__doc__ = (
-        f"{title}\n\n    For an input `x`, each output channel is\n"
-        + (_COMPACT_MATH if compact else _FULL_MATH).format(**fields)
-        + "\n\n    Args:" + _LINEAR_ARGS.format(**fields)
-        + ("" if compact else _GATE_ARGS) + _SQUARE_ARGS.format(**fields)
-        + "\n" + _SHAPES.format(**fields) + "\n" + _EXAMPLE.format(**fields)
-    )
-    return cls
+_documented = documenter(
+    "depthwise ", "DepthwiseConv",
+    '\n            "causal" (beyond DepthwiseConv1D\'s): padded at the start'
+    "\n            only, so that output `t` depends on the inputs up to `t`.",
+    _FULL_MATH, _COMPACT_MATH, _LINEAR_ARGS, _SHAPES, _EXAMPLE)
 
 
 # -- the public layers -----------------------------------------------------

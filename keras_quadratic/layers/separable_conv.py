@@ -20,6 +20,7 @@ from keras_quadratic.layers.conv import CompactQuadraticConv2D
 from keras_quadratic.layers.conv import QuadraticConv1D
 from keras_quadratic.layers.conv import QuadraticConv2D
 from keras_quadratic.layers.conv import _register
+from keras_quadratic.layers.conv import add_bias
 from keras_quadratic.layers.conv import convolve
 from keras_quadratic.layers.depthwise_conv import (
     CompactQuadraticDepthwiseConv1D,
@@ -211,10 +212,7 @@ class BaseQuadraticSeparableConv(keras.layers.Layer):
     def call(self, inputs):
         outputs = self.pointwise(self.depthwise(inputs))
         if self._linear_bias is not None:
-            bias = self._linear_bias
-            if self.data_format == "channels_first":
-                bias = keras.ops.reshape(bias, (-1,) + (1,) * self.rank)
-            outputs = outputs + bias
+            outputs = add_bias(outputs, self._linear_bias, self.data_format)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
