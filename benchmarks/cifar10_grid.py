@@ -4,18 +4,23 @@ final-epoch test accuracy and wall time of each run, the test accuracy
 after every epoch, and the weights.
 
     KERAS_BACKEND=jax python benchmarks/cifar10_grid.py --data cifar10.npz \\
-        --output docs/results/cifar10.json --weights-dir runs/grid-weights
+        --output runs/cifar10.json --weights-dir runs/grid-weights
 
 One recipe for every run (the defaults: batch 500, bf16 mixed precision,
 30 epochs, SGD as PyTorch's, momentum 0.9, lr 0.2 after a 2-epoch linear
 warm-up from 0.02, then a cosine decay to 0, PyTorch-style weight decay
 5e-4 on the conventional weights, ReLinear gammas 1e-2; the original's
 augmentation, on the device: 4 black pixels of padding, a random crop
-and a random horizontal flip per image; per-channel normalization). Runs go in the order of
-`--runs` for each seed in turn (the arms stay balanced when the time
-budget cuts the grid short); a run is started only when the time it is
-expected to take (the previous run of the same model, else of any) fits
-in what is left of `--budget`, and skipped runs are listed as such.
+and a random horizontal flip per image; per-channel normalization).
+
+Runs go in the order of `--runs` for each seed in turn; a run is started
+only when the time it is expected to take (the previous run of the same
+model, else of any) fits in what is left of `--budget`, and once one is
+skipped so are all after it (listed as such), so that the arms differ by
+one seed at most.
+A run still going when the budget ends stops after its epoch and has no
+final test accuracy. With JAX_COMPILATION_CACHE_DIR set, the seeds of a
+model reuse its compilation (their programs are equal).
 
 `--data` is an npz of uint8 `x_train`, `y_train`, `x_test`, `y_test`
 (benchmarks/make_cifar_subset.py). Where the file is missing but its
@@ -202,13 +207,14 @@ def train_one(args, neuron, depth, seed, data, deadline=float("inf")):
 
     x_train, y_train, x_test, y_test = data
     keras.utils.set_random_seed(seed)
+    policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(
         "mixed_bfloat16" if args.mixed_precision == "bf16" else "float32")
     try:
-        net = kq.models.QResNet(depth, neuron)
+        net = kq.models.QResNet(depth, neuron, data_format="channels_last")
         model = training_model(net, seed)
     finally:
-        keras.config.set_dtype_policy("float32")
+        keras.config.set_dtype_policy(policy)
     kq.regularizers.add_weight_decay(net, args.weight_decay)
     steps_per_epoch = len(x_train) // args.batch_size
     optimizer = kq.optimizers.PyTorchSGD(schedule(args, steps_per_epoch),
@@ -320,24 +326,16 @@ def main(argv=None):
                                                               y_train))
     if args.test_examples:
         x_test, y_test = (a[:args.test_examples] for a in (x_test, y_test))
-    if len(x_train) % args.batch_size:
-        print(f"note: the last {len(x_train) % args.batch_size} training "
-              "images of each shuffled epoch are left out (whole batches "
-              "only)", flush=True)
+    left_out = len(x_train) % args.batch_size
+    if left_out:  # (a smaller last batch would compile a second program)
+        print(f"note: the last {left_out} training images are left out "
+              "(whole batches only)", flush=True)
+        x_train, y_train = x_train[:-left_out], y_train[:-left_out]
     import keras
 
     import keras_quadratic as kq
 
     backend = keras.backend.backend()
-    if backend == "jax":
-        # One compilation for the seeds of a model: their programs are equal.
-        # (JAX_COMPILATION_CACHE_DIR, if set, says where)
-        import jax
-
-        if not jax.config.jax_compilation_cache_dir:
-            jax.config.update("jax_compilation_cache_dir", os.path.join(
-                os.path.dirname(os.path.abspath(args.output)), ".jax-cache"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     device = kq.devices.compute_device()
     recipe = {k: v for k, v in vars(args).items() if k not in (
         "data", "output", "weights_dir", "plot", "plot_only", "verbose",
@@ -362,14 +360,15 @@ def main(argv=None):
     print(f"{backend} on {device['platform']} ({device['name']}); "
           f"{len(x_train)} train / {len(x_test)} test images", flush=True)
     data = (x_train, y_train.astype("int32"), x_test, y_test.astype("int32"))
-    expected = {}
+    expected, out_of_time = {}, False
     for seed in args.seeds:
         for neuron, depth in args.runs:
             name = f"{RUN_NAMES[neuron]}{depth}"
             left = (args.budget - (time.time() - start)
                     if args.budget else float("inf"))
             guess = expected.get(name, max(expected.values(), default=0.0))
-            if guess > left:
+            if out_of_time or guess > left:
+                out_of_time = True
                 print(f"skip {name} seed {seed}: about {guess:.0f} s, "
                       f"{left:.0f} s left", flush=True)
                 results["runs"].append({

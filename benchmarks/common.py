@@ -87,6 +87,9 @@ def load_npz(path):
             parts.append(f"{path}.part{len(parts)}")
         if not parts:
             raise SystemExit(f"error: no {path} and no {path}.part0")
+        if not os.path.exists(f"{path}.sha256"):
+            raise SystemExit(f"error: {path}.sha256 is missing: the parts "
+                             f"of {path} cannot be checked")
         digest = hashlib.sha256()
         for part in parts:
             with open(part, "rb") as f:

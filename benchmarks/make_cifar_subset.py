@@ -30,6 +30,8 @@ def main(argv=None):
                    help="also cut the file into parts of at most this many "
                    "MiB, with its SHA-256")
     args = p.parse_args(argv)
+    if args.part_mib is not None and not args.part_mib >= 1:
+        p.error(f"--part-mib must be at least 1, not {args.part_mib}")
     arrays = {}
     for split, n in (("train", args.train), ("test", args.test)):
         x, y = tfds.as_numpy(tfds.load(
@@ -48,13 +50,18 @@ def write_parts(path, part_bytes):
     """`path` as parts of at most `part_bytes` and its SHA-256."""
     with open(path, "rb") as f:
         data = f.read()
-    for i in range(0, len(data), part_bytes):
-        with open(f"{path}.part{i // part_bytes}", "wb") as f:
-            f.write(data[i:i + part_bytes])
+    count = -(-len(data) // part_bytes)
+    for i in range(count):
+        with open(f"{path}.part{i}", "wb") as f:
+            f.write(data[i * part_bytes:(i + 1) * part_bytes])
+    stale = count  # an earlier cut's further parts would be joined too
+    while os.path.exists(f"{path}.part{stale}"):
+        os.remove(f"{path}.part{stale}")
+        stale += 1
     with open(f"{path}.sha256", "w") as f:
         f.write(f"{hashlib.sha256(data).hexdigest()}  "
                 f"{os.path.basename(path)}\n")
-    print(f"wrote {-(-len(data) // part_bytes)} parts of at most "
+    print(f"wrote {count} parts of at most "
           f"{part_bytes / 2**20:.0f} MiB and {path}.sha256")
 
 

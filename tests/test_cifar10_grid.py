@@ -37,9 +37,11 @@ def test_parts_join_into_the_same_file_and_a_bad_part_is_refused(tmp_path):
     path = str(tmp_path / "data.npz")
     arrays = _npz(path)
     whole = open(path, "rb").read()
+    write_parts(path, 20_000)  # then fewer, larger parts: none left over
     write_parts(path, 50_000)
-    assert os.path.exists(path + ".part2") and not os.path.exists(
-        path + ".part4")
+    count = -(-len(whole) // 50_000)
+    assert count > 1 and os.path.exists(f"{path}.part{count - 1}")
+    assert not os.path.exists(f"{path}.part{count}")
     os.remove(path)
     loaded = load_npz(path)
     assert open(path, "rb").read() == whole
@@ -52,6 +54,9 @@ def test_parts_join_into_the_same_file_and_a_bad_part_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="SHA-256"):
         load_npz(path)
     assert not os.path.exists(path)
+    os.remove(path + ".sha256")
+    with pytest.raises(SystemExit, match="sha256 is missing"):
+        load_npz(path)
 
 
 def test_the_augmentation_crops_and_flips_each_image_of_its_padding():
@@ -72,26 +77,9 @@ def test_the_augmentation_crops_and_flips_each_image_of_its_padding():
     assert len(draws) > 1  # one draw per image
 
 
-@pytest.fixture
-def _jax_config_restored():
-    """The grid turns JAX's persistent compilation cache on (for the
-    process): off again after the test."""
-    if keras.backend.backend() != "jax":
-        yield
-        return
-    import jax
-
-    names = ("jax_compilation_cache_dir",
-             "jax_persistent_cache_min_compile_time_secs")
-    saved = {name: getattr(jax.config, name) for name in names}
-    yield
-    for name, value in saved.items():
-        jax.config.update(name, value)
-
-
-def test_a_tiny_grid_end_to_end(tmp_path, _jax_config_restored):
+def test_a_tiny_grid_end_to_end(tmp_path):
     data = str(tmp_path / "data.npz")
-    _npz(data)
+    _npz(data, train=45)  # the last 5 left out: whole batches only
     output = str(tmp_path / "results.json")
     weights = str(tmp_path / "weights")
     cifar10_grid.main([
@@ -106,6 +94,7 @@ def test_a_tiny_grid_end_to_end(tmp_path, _jax_config_restored):
     assert (run["model"], run["depth"], run["neuron"], run["seed"],
             run["epochs"]) == ("QResNet8", 8, "quadratic", 3, 2)
     assert len(run["curves"]["val_accuracy"]) == 2
+    assert results["recipe"]["train_examples"] == 40
     assert run["test_accuracy"] == run["curves"]["val_accuracy"][-1]
     assert 0 <= run["test_accuracy"] <= 1 and run["seconds"] > 0
     assert os.path.getsize(tmp_path / "curves.png") > 0

@@ -36,6 +36,12 @@ def test_preprocess_input_is_the_per_channel_normalization():
     np.testing.assert_allclose(to_numpy(tensor), y, rtol=1e-6)
     first = preprocess_input(np.moveaxis(x, -1, 1), "channels_first")
     np.testing.assert_allclose(first, np.moveaxis(y, -1, 1), rtol=1e-6)
+    if keras.backend.backend() == "torch":  # stays in torch (no NumPy)
+        import torch
+
+        grad = torch.tensor(x, dtype=torch.float32, requires_grad=True)
+        np.testing.assert_allclose(
+            preprocess_input(grad).detach().numpy(), y, rtol=1e-6)
 
 
 @pytest.mark.parametrize("x,kwargs,match", [
@@ -97,6 +103,7 @@ def test_the_weights_serve_both_data_formats_and_a_path(shipped):
      "input_shape"),
     (dict(weights="imagenet"), ValueError, "existing .weights.h5"),
     (dict(weights=True), TypeError, "`weights` must be None"),
+    (dict(input_shape=32, weights="cifar10"), ValueError, "input_shape"),
 ])
 def test_combinations_without_weights_fail_clearly(kwargs, error, match):
     with pytest.raises(error, match=match):

@@ -98,8 +98,9 @@ def preprocess_input(x, data_format=None):
     std = np.reshape(np.float32(CIFAR10_STD) * 255, shape)
     if isinstance(x, np.ndarray):
         return (x.astype("float32") - mean) / std
+    # in the backend, on the tensor's device
     ops = keras.ops
-    return (ops.cast(x, "float32") - mean) / std
+    return ops.divide(ops.subtract(ops.cast(x, "float32"), mean), std)
 
 
 @keras.saving.register_keras_serializable(package="keras_quadratic")
@@ -227,8 +228,8 @@ def QResNet(
     shortcut="A",
     data_format=None,
     relinear_regularizer=None,
-    weights=None,
     name=None,
+    weights=None,
 ):
     """Returns a CIFAR ResNet (He et al. 2016) with quadratic convolutions.
 
@@ -262,6 +263,8 @@ def QResNet(
         relinear_regularizer: a
             `keras_quadratic.regularizers.ReLinearRegularizer` for every
             quadratic convolution.
+        name: the model's name; default "QResNet<depth>" (or
+            "CompactQResNet<depth>", "ResNet<depth>").
         weights: None (random initialization), "cifar10" (weights trained
             on CIFAR-10 that ship with the package, for depth 20 and each
             neuron, with the other arguments at their defaults except
@@ -269,8 +272,6 @@ def QResNet(
             inputs from `preprocess_input`; how they were trained and
             their test accuracy: docs/results/cifar10.json), or the path
             of a `.weights.h5` file to load.
-        name: the model's name; default "QResNet<depth>" (or
-            "CompactQResNet<depth>", "ResNet<depth>").
 
     Returns:
         A functional `keras.Model` from images to logits (float32 logits
@@ -440,8 +441,14 @@ def _weights_file(weights, depth, neuron, rezero, num_classes, input_shape,
             f"{available}.")
     channels = None
     if input_shape is not None:
-        channels = tuple(input_shape)[
-            -1 if data_format == "channels_last" else 0]
+        try:
+            channels = tuple(input_shape)[
+                -1 if data_format == "channels_last" else 0]
+        except (TypeError, IndexError):
+            raise ValueError(
+                "QResNet: argument `input_shape` must be the shape of one "
+                "image, e.g. (32, 32, 3). Received: "
+                f"input_shape={input_shape!r}") from None
     wrong = {key: value for key, value, default in (
         ("rezero", rezero, False), ("num_classes", num_classes, 10),
         ("shortcut", shortcut, "A")) if value != default}
