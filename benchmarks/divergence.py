@@ -36,7 +36,6 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
 
 
 def relative_distance(first, second):
@@ -79,7 +78,7 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    import cifar10
+    from keras_quadratic import cifar
     import parity
     from reference_weights import as_keras
     from reference_weights import copy_to_keras
@@ -110,8 +109,8 @@ def main(argv=None):
                   for r in references]
     factors = [g["lr"] / recipe.lr for g in optimizers[0].param_groups]
     # the example's model and optimizer, from the reference's weights
-    model = cifar10.build_and_compile(
-        cifar10.parse_args(parity.recipe_flags(recipe, "quadratic")),
+    model = cifar.build_and_compile(
+        cifar.parse_args(parity.recipe_flags(recipe, "quadratic")),
         train.steps, 10, "channels_last")
     copy_to_keras({k: v.numpy() for k, v in
                    references[0].state_dict().items()}, model)

@@ -32,9 +32,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BACKENDS = ("jax", "torch")
-sys.path.insert(0, os.path.join(ROOT, "examples"))
-from cifar10 import MEAN  # noqa: E402  (the example's normalization)
-from cifar10 import STD  # noqa: E402
 
 
 def sizes(smoke):
@@ -83,7 +80,12 @@ def images(n, rng, shape=(32, 32, 3)):
 
 
 def normalize(x):
+    """The harness's normalization (imported here: the driver process has
+    no Keras backend of its own)."""
     import numpy as np
+
+    from keras_quadratic.cifar import MEAN
+    from keras_quadratic.cifar import STD
 
     return ((x.astype("float32") / 255.0 - np.float32(MEAN)) /
             np.float32(STD)).astype("float32")

@@ -10,21 +10,17 @@ epoch that fills the caches.
 import argparse
 import json
 import os
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
-
-import cifar10  # noqa: E402
+from keras_quadratic import cifar
 
 
 def per_image_pipeline(dataset, batch_size, seed):
     """The earlier design, kept here as the baseline."""
     import tensorflow as tf
 
-    mean = tf.constant(cifar10.MEAN, tf.float32)
-    std = tf.constant(cifar10.STD, tf.float32)
+    mean = tf.constant(cifar.MEAN, tf.float32)
+    std = tf.constant(cifar.STD, tf.float32)
 
     def normalize(image, label):
         return (tf.cast(image, tf.float32) / 255.0 - mean) / std, label
@@ -65,7 +61,7 @@ def main(argv=None):
     source = tfds.load("cifar10", split=args.split, data_dir=args.data_dir,
                        download=False, as_supervised=True)
     results = {
-        "batched_uint8": images_per_second(cifar10.pipeline(
+        "batched_uint8": images_per_second(cifar.pipeline(
             source, args.batch_size, True, "channels_last", 0), args.epochs),
         "per_image_float32": images_per_second(per_image_pipeline(
             source, args.batch_size, 0), args.epochs),

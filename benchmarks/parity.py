@@ -21,7 +21,7 @@ Without TensorFlow (e.g. on a GPU machine), `--npz FILE` (uint8 arrays from
 benchmarks/make_cifar_subset.py) trains both on in-memory data instead,
 with the same augmentation in NumPy and literally the same batches for
 both (one seeded generator each), the Keras side in a process of its own
-with the example's model and optimizer (`cifar10.build_and_compile`):
+with the example's model and optimizer (`keras_quadratic.cifar.build_and_compile`):
 
     python benchmarks/parity.py --npz subset.npz --backend jax --seeds 0 1 2
 
@@ -51,7 +51,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 
 class NumpyBatches:
@@ -73,8 +72,8 @@ class NumpyBatches:
         whenever asked)."""
         import numpy as np
 
-        from cifar10 import MEAN
-        from cifar10 import STD
+        from keras_quadratic.cifar import MEAN
+        from keras_quadratic.cifar import STD
 
         rng = np.random.default_rng([self.seed, number])
         order = (rng.permutation(len(self.x)) if self.training
@@ -127,7 +126,7 @@ def torch_run(args, neuron):
     else:
         import tensorflow as tf
 
-        import cifar10
+        from keras_quadratic import cifar
 
         tf.config.set_visible_devices([], "GPU")
         tf.random.set_seed(args.seed)
@@ -135,11 +134,11 @@ def torch_run(args, neuron):
             dataset="cifar10", data_dir=args.data_dir, download=True,
             train_split=args.train_split, test_split=args.test_split,
             mock_data=args.mock_data, mock_examples=256)
-        train, test, size = cifar10.load_splits(data)
+        train, test, size = cifar.load_splits(data)
         steps_per_epoch = max(size // args.batch_size, 1)  # as the example
-        train_ds = cifar10.pipeline(train, args.batch_size, True,
+        train_ds = cifar.pipeline(train, args.batch_size, True,
                                     "channels_first", args.seed)
-        test_ds = cifar10.pipeline(test, args.batch_size, False,
+        test_ds = cifar.pipeline(test, args.batch_size, False,
                                    "channels_first", args.seed)
         epoch_of = lambda data, number: (  # noqa: E731
             (x.numpy(), y.numpy()) for x, y in data)
@@ -232,15 +231,15 @@ def recipe_flags(args, neuron):
 
 def learning_rates(args, steps_per_epoch):
     """The learning rate of every step, from the example's own Keras
-    schedule (`cifar10.learning_rate_schedule`): what the reference is
+    schedule (`cifar.learning_rate_schedule`): what the reference is
     given step by step, so both follow one schedule."""
     import keras
     import numpy as np
 
-    import cifar10
+    from keras_quadratic import cifar
 
-    recipe = cifar10.parse_args(recipe_flags(args, "quadratic"))
-    schedule = cifar10.learning_rate_schedule(recipe, steps_per_epoch)
+    recipe = cifar.parse_args(recipe_flags(args, "quadratic"))
+    schedule = cifar.learning_rate_schedule(recipe, steps_per_epoch)
     return np.array([float(keras.ops.convert_to_numpy(schedule(step)))
                      for step in range(args.epochs * steps_per_epoch)])
 
@@ -273,14 +272,14 @@ def keras_batches(source):
 
 
 def keras_model(args, neuron, steps_per_epoch, data_format):
-    """The example's model and optimizer (`cifar10.build_and_compile`);
+    """The example's model and optimizer (`cifar.build_and_compile`);
     with `--keras-init reference`, given the initial weights that
     `torch_run` drew (with PyTorch) and trained from, so that both start
     from the same point."""
-    import cifar10
+    from keras_quadratic import cifar
 
-    recipe = cifar10.parse_args(recipe_flags(args, neuron))
-    model = cifar10.build_and_compile(recipe, steps_per_epoch, 10,
+    recipe = cifar.parse_args(recipe_flags(args, neuron))
+    model = cifar.build_and_compile(recipe, steps_per_epoch, 10,
                                       data_format)
     if args.keras_init == "reference":
         import numpy as np

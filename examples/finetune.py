@@ -27,10 +27,10 @@ import argparse
 import json
 import os
 
-from cifar10 import NUM_CLASSES
-from cifar10 import add_data_args
-from cifar10 import load_splits
-from cifar10 import pipeline
+from keras_quadratic.cifar import NUM_CLASSES
+from keras_quadratic.cifar import add_data_args
+from keras_quadratic.cifar import load_splits
+from keras_quadratic.cifar import pipeline
 
 
 def parse_args(argv=None):

@@ -8,6 +8,7 @@ from examples_util import load_example
 from examples_util import run_example
 
 import keras_quadratic as kq
+from keras_quadratic import cifar
 
 cifar10 = load_example("cifar10")
 
@@ -119,12 +120,12 @@ def test_download_server_probe_gives_up_in_bounded_time(monkeypatch):
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
     start = time.time()
-    answer = cifar10.download_server_answers("cifar10", timeout=1.0)
+    answer = cifar.download_server_answers("cifar10", timeout=1.0)
     assert answer == "proxy.example:3128"
     assert time.time() - start < 5
     # a proxy setting that cannot be read is left to tfds, not judged
     monkeypatch.setenv("https_proxy", "http://proxy.example:99999")
-    assert cifar10.download_server_answers("cifar10", timeout=1.0) is True
+    assert cifar.download_server_answers("cifar10", timeout=1.0) is True
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax",
@@ -179,11 +180,11 @@ def test_require_gpu_is_an_error_on_the_cpu(tmp_path, capsys):
 @pytest.mark.parametrize("value", ["0", "-3", "nan", "inf", "1e10", "soon"])
 def test_distribute_timeout_must_be_finite_seconds(value, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cifar10.parse_args(["--distribute-timeout", value])
+        cifar.parse_args(["--distribute-timeout", value])
     assert exit_info.value.code == 2
     assert ("--distribute-timeout: expected a number of seconds > 0 and at "
             "most 604800" in capsys.readouterr().err)
-    assert cifar10.parse_args(["--distribute-timeout", "2.5"]
+    assert cifar.parse_args(["--distribute-timeout", "2.5"]
                               ).distribute_timeout == 2.5
 
 
@@ -211,7 +212,7 @@ def test_steps_per_execution_and_jit_compile(tmp_path, capsys):
 
 
 def test_epoch_callbacks_leave_async_dispatch_on(tmp_path):
-    callbacks = cifar10.epoch_callbacks(str(tmp_path))
+    callbacks = cifar.epoch_callbacks(str(tmp_path))
     for callback in callbacks:
         overrides = (type(callback).on_train_batch_end
                      is not keras.callbacks.Callback.on_train_batch_end)
@@ -236,12 +237,12 @@ def test_test_pipeline_normalizes_as_per_image_reference(data_format):
     import numpy as np
 
     images, labels, dataset = _uint8_dataset()
-    batches = list(cifar10.pipeline(dataset, 8, False, data_format, 0))
+    batches = list(cifar.pipeline(dataset, 8, False, data_format, 0))
     assert [len(y) for _, y in batches] == [8, 8, 4]  # nothing dropped
     x = np.concatenate([b.numpy() for b, _ in batches])
     y = np.concatenate([b.numpy() for _, b in batches])
-    expected = (images.astype("float64") / 255.0 - np.array(cifar10.MEAN)) / (
-        np.array(cifar10.STD))
+    expected = (images.astype("float64") / 255.0 - np.array(cifar.MEAN)) / (
+        np.array(cifar.STD))
     if data_format == "channels_first":
         expected = expected.transpose(0, 3, 1, 2)
     assert x.dtype == np.float32
@@ -255,7 +256,7 @@ def test_augmentation_crops_the_zero_padded_image_and_flips():
 
     images, _, _ = _uint8_dataset(n=64)
     images = np.maximum(images, 1)  # so that the padding shows as zeros
-    out = cifar10.augment_batch(tf.constant(images)).numpy()
+    out = cifar.augment_batch(tf.constant(images)).numpy()
     assert out.shape == images.shape and out.dtype == np.uint8
     padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
     offsets, flips = set(), 0
@@ -275,8 +276,8 @@ def test_augmentation_crops_the_zero_padded_image_and_flips():
 
 @pytest.mark.parametrize("style", ["coupled", "decoupled"])
 def test_weight_decay_styles(style):
-    args = cifar10.parse_args(["--depth", "8", "--decay-style", style])
-    model = cifar10.build_and_compile(args, 10, 10, "channels_last")
+    args = cifar.parse_args(["--depth", "8", "--decay-style", style])
+    model = cifar.build_and_compile(args, 10, 10, "channels_last")
     inner = model.optimizer.inner_optimizer
     gate_biases = [w for w in model.weights if w.path.endswith("gate_bias")]
     assert gate_biases and all(w.regularizer is None for w in gate_biases)
@@ -292,26 +293,26 @@ def test_weight_decay_styles(style):
 
 def test_a_backup_resumes_only_under_its_momentum_rule(tmp_path, capsys):
     out = str(tmp_path)
-    cifar10.check_momentum_rule(out, "pytorch", record=True)  # no backup
+    cifar.check_momentum_rule(out, "pytorch", record=True)  # no backup
     os.makedirs(os.path.join(out, "backup"))
-    cifar10.check_momentum_rule(out, "pytorch", record=False)
+    cifar.check_momentum_rule(out, "pytorch", record=False)
     with pytest.raises(SystemExit) as exit_:
-        cifar10.check_momentum_rule(out, "keras", record=True)
+        cifar.check_momentum_rule(out, "keras", record=True)
     assert exit_.value.code == 2
     assert "backup of a run trained with --sgd pytorch" in (
         capsys.readouterr().err)
     # a backup from before --sgd existed was Keras's SGD's
     os.remove(os.path.join(out, "momentum_rule.json"))
-    cifar10.check_momentum_rule(out, "keras", record=False)
+    cifar.check_momentum_rule(out, "keras", record=False)
     with pytest.raises(SystemExit):
-        cifar10.check_momentum_rule(out, "pytorch", record=False)
+        cifar.check_momentum_rule(out, "pytorch", record=False)
     assert "before --sgd existed" in capsys.readouterr().err
     # a record that cannot be read: a clear error, not a traceback
     for bad in ("", '["pytorch"]', '{"rule": "pytorch"}'):
         with open(os.path.join(out, "momentum_rule.json"), "w") as f:
             f.write(bad)
         with pytest.raises(SystemExit) as exit_:
-            cifar10.check_momentum_rule(out, "pytorch", record=True)
+            cifar.check_momentum_rule(out, "pytorch", record=True)
         assert exit_.value.code == 2
         assert "cannot read" in capsys.readouterr().err
 
@@ -319,8 +320,8 @@ def test_a_backup_resumes_only_under_its_momentum_rule(tmp_path, capsys):
 @pytest.mark.parametrize("rule", ["pytorch", "keras", None])
 def test_momentum_rule(rule):
     flags = ["--depth", "8"] + (["--sgd", rule] if rule else [])
-    args = cifar10.parse_args(flags)
-    model = cifar10.build_and_compile(args, 10, 10, "channels_last")
+    args = cifar.parse_args(flags)
+    model = cifar.build_and_compile(args, 10, 10, "channels_last")
     inner = model.optimizer.inner_optimizer
     assert isinstance(inner, keras.optimizers.SGD) and inner.momentum == 0.9
     # the original's, PyTorch's, by default

@@ -14,7 +14,6 @@ from examples_util import ROOT
 
 pytest.importorskip("torch")
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-sys.path.insert(0, os.path.join(ROOT, "examples"))
 import parity  # noqa: E402
 
 
@@ -99,11 +98,11 @@ def test_the_reference_follows_the_examples_schedule(schedule):
     args.seed = 0
     rates = parity.learning_rates(args, 5)
     assert rates.shape == (20,)
-    import cifar10
+    from keras_quadratic import cifar
 
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-    optimizer = keras.optimizers.SGD(cifar10.learning_rate_schedule(
-        cifar10.parse_args(parity.recipe_flags(args, "quadratic")), 5))
+    optimizer = keras.optimizers.SGD(cifar.learning_rate_schedule(
+        cifar.parse_args(parity.recipe_flags(args, "quadratic")), 5))
     model.compile(optimizer, "mse")
     used = []
     for _ in range(20):
