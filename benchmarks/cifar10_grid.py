@@ -127,8 +127,9 @@ def _crop_flip_layer():
         took 597 ms against 289 ms with this layer and 322 ms with no
         augmentation (batch 100, JAX, 2-core CPU), and the first trial of
         the grid on an H200 (RandomTranslation, 10 steps per execution)
-        ran at about 1 s per QResNet20 step of 500 images, against 7.5 ms
-        for the grid's runs with this layer."""
+        ran at about 1 s per QResNet20 step of 500 images, against 7-8 ms
+        for the grid's runs with this layer (and one step per
+        execution)."""
 
         def __init__(self, padding=4, seed=None, **kwargs):
             super().__init__(**kwargs)
