@@ -1,6 +1,6 @@
 """Images/second of the CIFAR-10 example's training input pipeline
-(examples/cifar10.py: uint8 cache, augmentation and normalization on whole
-batches) against the per-image design it replaced (float32 cache, one map
+(`keras_quadratic.cifar.pipeline`: uint8 cache, augmentation and
+normalization on whole batches) against the per-image design it replaced (float32 cache, one map
 call per image for crop and flip), on the same data, after one warm-up
 epoch that fills the caches.
 
@@ -12,12 +12,12 @@ import json
 import os
 import time
 
-from keras_quadratic import cifar
-
 
 def per_image_pipeline(dataset, batch_size, seed):
     """The earlier design, kept here as the baseline."""
     import tensorflow as tf
+
+    from keras_quadratic import cifar
 
     mean = tf.constant(cifar.MEAN, tf.float32)
     std = tf.constant(cifar.STD, tf.float32)
@@ -56,6 +56,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     import tensorflow as tf
     import tensorflow_datasets as tfds
+
+    from keras_quadratic import cifar
 
     tf.config.set_visible_devices([], "GPU")
     source = tfds.load("cifar10", split=args.split, data_dir=args.data_dir,

@@ -1,7 +1,6 @@
 """keras-quadratic: quadratic neural networks and ReLinear for Keras 3."""
 
 from keras_quadratic import callbacks
-from keras_quadratic import cifar
 from keras_quadratic import devices
 from keras_quadratic import distribute
 from keras_quadratic import layers

@@ -13,9 +13,12 @@
   callbacks, resuming (`check_momentum_rule`, `process_output_dir`) and
   curves (`plot_curves`).
 
-Importing it needs neither TensorFlow nor Keras: each function imports
-what it uses. Errors a user can fix end the process with exit code 2 and
-one line (`fail`), as bad flags do.
+It is the scripts' harness, not library API (`import keras_quadratic`
+does not load it): errors a user can fix end the process with exit code 2
+and one line (`fail`), as bad flags do. Importing it loads Keras and its
+configured backend, as any module of the package does; TensorFlow and
+tensorflow-datasets only where a function needs them (the tf.data
+pipeline), so the npz paths run where only JAX or torch is installed.
 """
 
 import argparse
@@ -104,6 +107,8 @@ def seconds(text):
 
 
 def parse_args(argv=None):
+    """The example's flags (`examples/cifar10.py --help`), with the
+    original recipe as defaults, parsed from `argv`."""
     p = argparse.ArgumentParser(
         description="Train a quadratic ResNet on CIFAR-10 (or CIFAR-100) "
         "with ReLinear.", epilog=SCALING_OUT,
@@ -184,6 +189,8 @@ def parse_args(argv=None):
 
 
 def fail(message):
+    """Ends the process as a bad flag does: `error: message` on stderr,
+    exit code 2."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -568,6 +575,11 @@ def learning_rate_schedule(args, steps_per_epoch):
 
 
 def build_and_compile(args, steps_per_epoch, num_classes, data_format):
+    """The recipe's model, compiled: `kq.models.QResNet` of `args`
+    (ReLinear regularizer if any coefficient is set), PyTorch-style weight
+    decay (`add_weight_decay`) or Keras's decoupled one, `PyTorchSGD` (or
+    Keras's SGD) on `learning_rate_schedule`, wrapped in
+    `ReLinearOptimizer` for quadratic neurons."""
     import keras
 
     import keras_quadratic as kq

@@ -28,7 +28,8 @@ every process runs the same script with the same seed.
 Saving a model (`model.save`, `ModelCheckpoint`, `BackupAndRestore`) is a
 step every process must take under `MultiWorkerMirroredStrategy` (its
 collectives run inside it); the processes other than 0 save into a
-directory of their own. examples/cifar10.py does so on both engines, into
+directory of their own. examples/cifar10.py does so on both engines
+(`keras_quadratic.cifar.process_output_dir`), into
 a temporary directory that starts as a copy of process 0's backup, so that
 every process resumes from the same epoch (on several hosts, that backup
 must be on a file system they share).
@@ -280,7 +281,7 @@ def torch_distribution_available():
         return False
     try:
         keras.distribution.list_devices()
-    except AttributeError:
+    except (AttributeError, NotImplementedError):
         return False
     return True
 

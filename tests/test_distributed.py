@@ -388,3 +388,17 @@ def test_data_parallel_timeout_is_checked(timeout):
                        "seconds > 0 and at most 604800"):
         kq.distribute.data_parallel(timeout)
     assert kq.distribute.check_timeout(604800) == 604800.0
+
+
+def test_torch_distribution_is_detected_by_what_keras_can_do(monkeypatch):
+    on_torch = keras.backend.backend() == "torch"
+
+    def no_library(device_type=None):
+        raise AttributeError("'NoneType' object has no attribute "
+                             "'list_devices'")
+
+    monkeypatch.setattr(keras.distribution, "list_devices", no_library)
+    assert not kq.distribute.torch_distribution_available()
+    monkeypatch.setattr(keras.distribution, "list_devices",
+                        lambda device_type=None: ["cpu:0"])
+    assert kq.distribute.torch_distribution_available() is on_torch

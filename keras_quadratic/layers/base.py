@@ -18,6 +18,8 @@ from keras import regularizers
 
 from keras_quadratic.groups import GATE
 from keras_quadratic.groups import SQUARE
+from keras_quadratic.groups import quadratic_group  # noqa: F401 (its old home)
+from keras_quadratic.groups import quadratic_layer_of  # noqa: F401
 from keras_quadratic.groups import tag
 from keras_quadratic.regularizers import ReLinearRegularizer
 from keras_quadratic.regularizers import _SumRegularizer
