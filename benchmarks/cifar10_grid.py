@@ -298,9 +298,11 @@ def plot(results, path):
         ax.set_title(model)
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_ylim(40, 100)
+        lowest = min(min(r["curves"]["val_accuracy"]) for r in runs
+                     if r["model"] == model)
+        ax.set_ylim(min(40, 10 * int(10 * lowest)), 100)  # a collapse shows
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="best")
     fig.suptitle(f"CIFAR-10, {results.get('card', '')}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
