@@ -186,16 +186,13 @@ def training_model(net, seed):
 
 def schedule(args, steps_per_epoch):
     """Linear warm-up from lr/10 over --warmup-epochs, then a cosine decay
-    to 0 (Keras's CosineDecay, as examples/cifar10.py --lr-schedule
-    cosine)."""
-    import keras
+    to 0: the harness's `--lr-schedule cosine`."""
+    from keras_quadratic import cifar
 
-    total = args.epochs * steps_per_epoch
-    warmup = round(args.warmup_epochs * steps_per_epoch)
-    lr = args.learning_rate
-    return keras.optimizers.schedules.CosineDecay(
-        lr / 10 if warmup else lr, max(total - warmup, 1), alpha=0.0,
-        warmup_target=lr if warmup else None, warmup_steps=warmup)
+    return cifar.learning_rate_schedule(argparse.Namespace(
+        lr_schedule="cosine", epochs=args.epochs,
+        learning_rate=args.learning_rate, warmup_epochs=args.warmup_epochs),
+        steps_per_epoch)
 
 
 def train_one(args, neuron, depth, seed, data, deadline=float("inf")):
