@@ -2,17 +2,21 @@
 it learn there? For the jax and torch backends, each in its own process:
 
 1. fails (exit 1, a `FAIL:` line) when the backend computes on the CPU;
-2. times `model.fit` steps of QResNet20 and ResNet20 (batch 128 and 512,
-   float32 and bf16, with and without jit where the backend has the choice:
-   one torch.compile row on torch; JAX compiles) on in-memory data, after a
-   warm-up that includes compilation, and the plain PyTorch reference
-   (benchmarks/torch_reference.py, eager and channels_last) on the same card;
-3. trains QResNet20 with ReLinear for a few epochs on a real CIFAR-10 subset
+2. on torch, checks that CUDA-graph steps (kq.callbacks.CUDAGraphTrainStep)
+   leave the weights that eager steps leave;
+3. times `model.fit` steps of QResNet20 and ResNet20 (batch 512 and 128,
+   bf16 and float32; ReLinearOptimizer(PyTorchSGD) or PyTorchSGD) on
+   in-memory data, after warm-up steps that include compilation: JAX
+   compiled; torch with CUDA-graph steps and eager, and on a GPU the eager
+   step with one factor changed at a time and torch.compile. Next to them
+   the plain PyTorch reference (benchmarks/torch_reference.py, eager and
+   channels_last) on the same card;
+4. trains QResNet20 with ReLinear for a few epochs on a real CIFAR-10 subset
    (`--data`, made by benchmarks/make_cifar_subset.py) and reports the test
    accuracy after each epoch;
-4. writes one JSON (`--output`, default runs/gpu_check.json) and
-   prints a table: images/s per row, ratio to the PyTorch reference, the
-   card's name.
+5. writes one JSON (`--output`; default docs/benchmarks/gpu-<card>.json
+   on a GPU, runs/gpu_check.json with --smoke) and prints a table: images/s
+   per row, ratio to the PyTorch reference's best setting, the card's name.
 
 Needs no TensorFlow. Rows run in order of importance until `--budget`
 seconds are spent; the rest are listed as skipped. `--smoke` runs the same
@@ -23,6 +27,7 @@ code on the CPU with tiny sizes (no GPU required) to keep it working.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -46,14 +51,39 @@ def sizes(smoke):
 
 
 def timing_rows(runner, cfg):
-    """(model, batch, dtype, jit) rows in order of importance. torch.compile
-    (slow to compile) gets one row: QResNet, the first dtype and batch."""
-    rows = [(neuron, batch, dtype, runner == "jax")
-            for dtype in cfg["dtypes"] for batch in cfg["batches"]
-            for neuron in ("quadratic", "linear")]
-    if runner == "torch" and cfg["torch_compile"]:
-        rows.append(("quadratic", cfg["batches"][0], cfg["dtypes"][0], True))
+    """Rows in order of importance: (neuron, batch, dtype, step) tuples,
+    `step` being how the training step runs:
+    - jax: "jit" (Keras compiles every step);
+    - torch: "cuda graph" (kq.callbacks.CUDAGraphTrainStep) and "eager"
+      for each dtype and batch; then, on a GPU, the eager step with one
+      factor changed at a time (cuDNN's autotuner off, channels_first
+      data, the float32 policy under torch.autocast instead of the
+      mixed_bfloat16 policy) and torch.compile (`jit_compile=True`, slow
+      to compile: last);
+    - the PyTorch reference: "eager" (its runner names the memory format).
+    """
+    if runner == "jax":
+        steps = ("jit",)
+    elif runner == "torch":
+        steps = ("cuda graph", "eager")
+    else:
+        steps = ("eager",)
+    rows = [("quadratic", batch, dtype, step) for step in steps
+            for dtype in cfg["dtypes"] for batch in cfg["batches"]]
+    rows += [("linear", batch, dtype, step) for step in steps
+             for dtype in cfg["dtypes"][:1 if runner == "torch" else None]
+             for batch in cfg["batches"]]
+    if runner == "torch" and not cfg["smoke"]:
+        first = ("quadratic", cfg["batches"][0], cfg["dtypes"][0])
+        rows += [(*first, step) for step in DECOMPOSITION]
+        if cfg["torch_compile"]:
+            rows.append((*first, "torch.compile"))
     return rows
+
+
+#: The torch eager step with one factor changed (bfloat16 rows).
+DECOMPOSITION = ("eager, cudnn.benchmark off", "eager, channels_first",
+                 "eager, autocast")
 
 
 def save(report, path):
@@ -120,51 +150,162 @@ def keras_worker(cfg, deadline, data_path, path):
     save(report, path)
 
     def fit_row(row):
-        neuron, batch, dtype, jit = (row["neuron"], row["batch"],
-                                     row["dtype"], row["jit"])
-        if jit and report["runner"] == "torch":
-            import torch._dynamo
+        neuron, batch, dtype, step = (row["neuron"], row["batch"],
+                                      row["dtype"], row["step"])
+        callbacks = [step_timer_class()(cfg["warmup"])]
+        autocast = contextlib.nullcontext()
+        if report["runner"] == "torch":
+            import torch
 
-            torch._dynamo.reset()  # no recompile limit carried over
-            for limit in ("recompile_limit", "cache_size_limit"):
-                if hasattr(torch._dynamo.config, limit):
-                    setattr(torch._dynamo.config, limit, 64)
+            torch.backends.cudnn.benchmark = (
+                step != "eager, cudnn.benchmark off")
+            if step == "cuda graph":
+                callbacks.append(kq.callbacks.CUDAGraphTrainStep())
+            if step == "eager, autocast":
+                autocast = torch.autocast(
+                    kq.devices.compute_device()["platform"].replace(
+                        "gpu", "cuda"), dtype=torch.bfloat16)
+            if step == "torch.compile":
+                import torch._dynamo
+
+                torch._dynamo.reset()  # no recompile limit carried over
+                for limit in ("recompile_limit", "cache_size_limit"):
+                    if hasattr(torch._dynamo.config, limit):
+                        setattr(torch._dynamo.config, limit, 64)
+        channels_first = step == "eager, channels_first"
         keras.config.set_dtype_policy(
-            "mixed_bfloat16" if dtype == "bfloat16" else "float32")
+            "mixed_bfloat16" if dtype == "bfloat16" and
+            step != "eager, autocast" else "float32")
         keras.utils.set_random_seed(0)
-        model = kq.models.QResNet(cfg["depth"], neuron)
+        model = kq.models.QResNet(
+            cfg["depth"], neuron,
+            input_shape=(3, 32, 32) if channels_first else (32, 32, 3),
+            data_format="channels_first" if channels_first else
+            "channels_last")
         keras.config.set_dtype_policy("float32")
-        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+        # PyTorch's momentum rule, as the reference's torch.optim.SGD (and
+        # free of host syncs on torch, which a CUDA graph needs).
+        optimizer = kq.optimizers.PyTorchSGD(0.01, momentum=0.9)
         if neuron != "linear":
             optimizer = kq.optimizers.ReLinearOptimizer(optimizer)
         model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True), jit_compile=jit)
-        n = batch * cfg["steps"]
+            from_logits=True), jit_compile=step in ("jit", "torch.compile"))
+        n = batch * (cfg["warmup"] + cfg["steps"])
         x = normalize(images(n, rng))
+        if channels_first:
+            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         y = rng.integers(0, 10, (n,)).astype("int32")
         start = time.perf_counter()
-        w = batch * cfg["warmup"]
-        model.fit(x[:w], y[:w], batch_size=batch, verbose=0, shuffle=False)
-        row["warmup_seconds"] = time.perf_counter() - start
-        start = time.perf_counter()
-        model.fit(x, y, batch_size=batch, verbose=0, shuffle=False)
-        row["images_per_second"] = n / (time.perf_counter() - start)
+        with autocast:
+            model.fit(x, y, batch_size=batch, verbose=0, shuffle=False,
+                      callbacks=callbacks)
+        timer = callbacks[0]
+        row["warmup_seconds"] = timer.start - start
+        row["images_per_second"] = batch * cfg["steps"] / timer.seconds
+        if step == "cuda graph":
+            row["graphs"] = callbacks[1].recorded_graphs
+            row["fallback"] = callbacks[1].fallback_reason
         print(f"  {report['runner']} {row['model']} batch {batch} {dtype} "
-              f"jit={jit}: {row['images_per_second']:.0f} images/s",
-              flush=True)
+              f"{step}: {row['images_per_second']:.0f} images/s", flush=True)
 
-    for neuron, batch, dtype, jit in timing_rows(report["runner"], cfg):
+    if report["runner"] == "torch":
+        try:
+            report["graph_check"] = graph_check(cfg, rng)
+        except Exception as error:  # noqa: BLE001
+            report["graph_check"] = {"error": f"{type(error).__name__}: "
+                                              f"{error}"[:500]}
+        print(f"  torch CUDA graph check: {report['graph_check']}",
+              flush=True)
+        save(report, path)
+    for neuron, batch, dtype, step in timing_rows(report["runner"], cfg):
         row = dict(model=f"{'Q' if neuron == 'quadratic' else ''}ResNet"
                    f"{cfg['depth']}", neuron=neuron, batch=batch, dtype=dtype,
-                   jit=jit)
+                   step=step)
         left = deadline - time.time()
-        if left <= 0 or (jit and report["runner"] == "torch"
+        if left <= 0 or (step == "torch.compile"
                          and left < cfg["compile_seconds"]):
             row["skipped"] = "time budget"
             report["rows"].append(row)
             save(report, path)
             continue
         measure(report, row, path, fit_row)
+
+
+def step_timer_class():
+    import keras
+
+    class StepTimer(keras.callbacks.Callback):
+        """Times the steps after the first `skip` (compilation, cuDNN's
+        autotuning, a CUDA graph's recording) of one `fit`, waiting for
+        the device at both ends (reading the step count does)."""
+
+        def __init__(self, skip):
+            super().__init__()
+            self.skip, self.start, self.seconds = skip, None, None
+
+        def _wait(self):
+            keras.ops.convert_to_numpy(self.model.optimizer.iterations)
+            return time.perf_counter()
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == self.skip:
+                self.start = self._wait()
+
+        def on_train_end(self, logs=None):
+            self.seconds = self._wait() - self.start
+
+    return StepTimer
+
+
+def graph_check(cfg, rng):
+    """Do CUDA-graph steps compute what eager steps compute? Two identical
+    QResNets, float32, deterministic cuDNN without TF32, 3 epochs of 7
+    batches of 32 and one of 16 (two graphs), with a learning rate that
+    changes every step: the largest difference of any weight after."""
+    import keras
+    import numpy as np
+    import torch
+
+    import keras_quadratic as kq
+
+    if kq.devices.compute_device()["platform"] != "gpu":
+        return {"skipped": "no CUDA GPU"}
+    flags = (torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+             torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = (
+        True, False)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        x = normalize(images(7 * 32 + 16, rng))
+        y = rng.integers(0, 10, (len(x),)).astype("int32")
+        models, callback = [], kq.callbacks.CUDAGraphTrainStep(
+            warmup_steps=2, cudnn_benchmark=False, fallback="raise")
+        for callbacks in ([], [callback]):
+            keras.utils.set_random_seed(0)
+            model = kq.models.QResNet(cfg["depth"], "quadratic")
+            schedule = keras.optimizers.schedules.CosineDecay(0.1, 24)
+            model.compile(kq.optimizers.ReLinearOptimizer(
+                kq.optimizers.PyTorchSGD(schedule, momentum=0.9)),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"])
+            history = model.fit(x, y, batch_size=32, epochs=3, shuffle=False,
+                                verbose=0, callbacks=callbacks)
+            models.append((model, history.history))
+        (eager, eager_logs), (graphed, graphed_logs) = models
+        weights = [(np.asarray(a, np.float64), np.asarray(b, np.float64))
+                   for a, b in zip(eager.get_weights(), graphed.get_weights())]
+        return {
+            "steps": 24, "graphs": callback.recorded_graphs,
+            "max_abs_weight_difference": max(
+                float(np.max(np.abs(a - b))) for a, b in weights),
+            "max_abs_weight": max(float(np.max(np.abs(a))) for a, _ in weights),
+            "eager_loss": eager_logs["loss"], "graph_loss": graphed_logs["loss"]}
+    finally:
+        (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+         torch.backends.cudnn.allow_tf32,
+         torch.backends.cuda.matmul.allow_tf32) = flags
 
 
 def train_real(cfg, data_path, rng):
@@ -195,13 +336,16 @@ def train_real(cfg, data_path, rng):
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
         [steps * (cfg["epochs"] - 1)], [0.1, 0.01])
     model.compile(
-        kq.optimizers.ReLinearOptimizer(keras.optimizers.SGD(schedule, momentum=0.9)),
+        kq.optimizers.ReLinearOptimizer(
+            kq.optimizers.PyTorchSGD(schedule, momentum=0.9)),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"])
+    # On torch, the way the example trains there: CUDA-graph steps.
+    graphs = kq.callbacks.CUDAGraphTrainStep()
     start = time.perf_counter()
     history = model.fit(
         normalize(x_train), y_train.astype("int32"), batch_size=batch,
-        epochs=cfg["epochs"], shuffle=True, verbose=0,
+        epochs=cfg["epochs"], shuffle=True, verbose=0, callbacks=[graphs],
         validation_data=(normalize(x_test), y_test.astype("int32")))
     accuracies = [round(float(a), 4) for a in history.history["val_accuracy"]]
     print(f"  {keras.backend.backend()} QResNet{cfg['depth']} on {source} "
@@ -210,7 +354,8 @@ def train_real(cfg, data_path, rng):
     return {"data": source, "train_examples": int(len(x_train)),
             "test_examples": int(len(x_test)), "epochs": cfg["epochs"],
             "test_accuracy_per_epoch": accuracies,
-            "seconds": time.perf_counter() - start}
+            "seconds": time.perf_counter() - start,
+            "cuda_graphs": graphs.recorded_graphs}
 
 
 # -- plain PyTorch reference worker ---------------------------------------
@@ -231,10 +376,10 @@ def reference_worker(cfg, deadline, path):
         return
     for channels_last in (False, True):
         runner = "reference-channels-last" if channels_last else "reference"
-        for neuron, batch, dtype, _ in timing_rows(runner, cfg):
+        for neuron, batch, dtype, step in timing_rows(runner, cfg):
             row = dict(model=f"{'Q' if neuron == 'quadratic' else ''}ResNet"
                        f"{cfg['depth']}", neuron=neuron, batch=batch,
-                       dtype=dtype, jit=False, runner=runner)
+                       dtype=dtype, step=step, runner=runner)
             if time.time() > deadline:
                 row["skipped"] = "time budget"
                 report["rows"].append(row)
@@ -317,7 +462,7 @@ def table(reports):
                 key = (row["model"], row["batch"], row["dtype"])
                 reference[key] = max(reference.get(key, 0),
                                      row["images_per_second"])
-    lines = ["| runner | model | batch | dtype | jit | images/s | "
+    lines = ["| runner | model | batch | dtype | step | images/s | "
              "x PyTorch reference |",
              "| --- | --- | ---: | --- | --- | ---: | ---: |"]
     for report in reports:
@@ -330,14 +475,19 @@ def table(reports):
                 why = (f"skipped ({row['skipped']})" if "skipped" in row
                        else f"error: {row.get('error', '?')[:80]}")
                 lines.append(f"| {runner} | {row['model']} | {row['batch']} "
-                             f"| {row['dtype']} | {row['jit']} | {why} | |")
+                             f"| {row['dtype']} | {row['step']} | {why} | |")
                 continue
             ref = reference.get((row["model"], row["batch"], row["dtype"]))
             ratio = (f"{row['images_per_second'] / ref:.2f}"
                      if ref and report["runner"] != "reference" else "-")
             lines.append(f"| {runner} | {row['model']} | {row['batch']} | "
-                         f"{row['dtype']} | {row['jit']} | "
+                         f"{row['dtype']} | {row['step']} | "
                          f"{row['images_per_second']:.0f} | {ratio} |")
+    for report in reports:
+        check = report.get("graph_check")
+        if check:
+            lines.append(f"\n{report['runner']}: CUDA graph steps against "
+                         f"eager steps: {check}")
     for report in reports:
         t = report.get("training")
         if t and "error" in t:
@@ -350,6 +500,13 @@ def table(reports):
                          f"{t['epochs']} epochs: "
                          f"{', '.join(map(str, t['test_accuracy_per_epoch']))}")
     return "\n".join(lines)
+
+
+def card_slug(card):
+    """'NVIDIA H100 80GB HBM3' -> 'h100'."""
+    words = [w for w in card.split() if w.upper() not in ("NVIDIA", "TESLA",
+                                                          "GEFORCE")]
+    return (words[0] if words else "gpu").lower()
 
 
 def main(argv=None):
@@ -381,8 +538,7 @@ def main(argv=None):
         return 0
 
     start = time.time()
-    output = args.output or os.path.join(
-        ROOT, "runs", "gpu_check.json")
+    output = args.output or os.path.join(ROOT, "runs", "gpu_check.json")
     folder = os.path.dirname(os.path.abspath(output))
     os.makedirs(folder, exist_ok=True)
     runners = ["reference", *args.backends]
@@ -404,6 +560,13 @@ def main(argv=None):
                      if r.get("device", {}).get("platform") == "gpu"),
                     "no GPU")
         with open(output, "w") as f:  # after each runner: nothing is lost
+            json.dump({"card": card, "smoke": args.smoke,
+                       "date": time.strftime("%Y-%m-%d"), "reports": reports},
+                      f, indent=2)
+    if not args.output and not args.smoke and card != "no GPU":
+        output = os.path.join(ROOT, "docs", "benchmarks",
+                              f"gpu-{card_slug(card)}.json")
+        with open(output, "w") as f:
             json.dump({"card": card, "smoke": args.smoke,
                        "date": time.strftime("%Y-%m-%d"), "reports": reports},
                       f, indent=2)

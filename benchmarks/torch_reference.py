@@ -110,7 +110,7 @@ def reference_optimizer(model, lr=0.1, gamma=None, momentum=0.9,
 
 
 def training_step(depth, neuron, batch, dtype="float32", device="cpu",
-                  channels_last=False):
+                  channels_last=False, image_size=32):
     """The original training step on random data: (step, model). `step()`
     runs one SGD step (momentum 0.9, weight decay 1e-4) without waiting for
     the device."""
@@ -118,7 +118,8 @@ def training_step(depth, neuron, batch, dtype="float32", device="cpu",
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = ResNet(depth, neuron).to(device, memory_format=fmt)
     optimizer = reference_optimizer(model)
-    x = torch.randn(batch, 3, 32, 32, device=device).to(memory_format=fmt)
+    x = torch.randn(batch, 3, image_size, image_size, device=device).to(
+        memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=device)
     autocast = torch.autocast(device, dtype=torch.bfloat16,
                               enabled=dtype == "bfloat16")

@@ -22,6 +22,7 @@ import sys
 from keras_quadratic.cifar import NUM_CLASSES
 from keras_quadratic.cifar import build_and_compile
 from keras_quadratic.cifar import check_momentum_rule
+from keras_quadratic.cifar import cuda_graph_callbacks
 from keras_quadratic.cifar import epoch_callbacks
 from keras_quadratic.cifar import epoch_timer
 from keras_quadratic.cifar import fail
@@ -67,6 +68,7 @@ def main(argv=None, extra_callbacks=()):
                                          stream=sys.stdout)
     except RuntimeError as error:
         fail(str(error))
+    graph_callbacks = cuda_graph_callbacks(args, backend, device)
     kq.devices.hide_gpus_from_tensorflow()
     train, test, train_size = load_splits(args, no_download_reason)
     keras.utils.set_random_seed(args.seed)
@@ -104,6 +106,7 @@ def main(argv=None, extra_callbacks=()):
             *epoch_callbacks(out),
             keras.callbacks.CSVLogger(csv_path, append=True),
             timer,
+            *graph_callbacks,
             *extra_callbacks,
         ]
         print(f"{model.name}: {model.count_params():,} parameters, backend "

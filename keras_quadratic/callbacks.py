@@ -14,6 +14,7 @@ import numpy as np
 
 import keras
 
+from keras_quadratic.cuda_graph import CUDAGraphTrainStep  # noqa: F401
 from keras_quadratic.groups import quadratic_layer_of
 
 

@@ -181,6 +181,11 @@ def parse_args(argv=None):
                    help="compile the training step: XLA on TensorFlow (auto: "
                    "on GPUs only), torch.compile on torch (auto: off), jax.jit "
                    "on JAX (auto: on)")
+    p.add_argument("--cuda-graph", choices=("auto", "on", "off"),
+                   default="auto",
+                   help="torch only: replay each training step as one CUDA "
+                   "graph (kq.callbacks.CUDAGraphTrainStep; auto: on a CUDA "
+                   "GPU unless --jit-compile true)")
     p.add_argument("--require-gpu", action="store_true",
                    help="exit with an error when the backend computes on "
                    "the CPU")
@@ -527,6 +532,25 @@ def check_momentum_rule(out, rule, record):
         with open(path + ".tmp", "w") as f:
             json.dump({"sgd": rule}, f)
         os.replace(path + ".tmp", path)
+
+
+def cuda_graph_callbacks(args, backend, device):
+    """`[kq.callbacks.CUDAGraphTrainStep()]` where `--cuda-graph` asks for it
+    (auto: torch on a CUDA GPU without torch.compile), else `[]`; `on` where
+    it cannot apply is an error."""
+    import keras_quadratic as kq
+
+    usable = backend == "torch" and device["platform"] == "gpu"
+    if args.cuda_graph == "on" and not usable:
+        fail(f"--cuda-graph on: CUDA graphs need the torch backend on a "
+             f"CUDA GPU (here: {backend} on the {device['platform']}).")
+    if args.cuda_graph == "on" and args.jit_compile == "true":
+        fail("--cuda-graph on: not with --jit-compile true (torch.compile); "
+             "a CUDA graph replaces it.")
+    if args.cuda_graph == "off" or not usable or args.jit_compile == "true":
+        return []
+    return [kq.callbacks.CUDAGraphTrainStep(
+        fallback="raise" if args.cuda_graph == "on" else "warn")]
 
 
 def epoch_callbacks(out):

@@ -79,8 +79,8 @@ def test_keras_style_docstring_and_explicit_signature(obj):
 
 @pytest.mark.parametrize("name", [
     "layers.conv", "layers.dense", "layers.depthwise_conv",
-    "layers.separable_conv", "callbacks", "quadratize", "regularizers",
-    "optimizers", "models.qresnet"])
+    "layers.separable_conv", "callbacks", "cuda_graph", "quadratize",
+    "regularizers", "optimizers", "models.qresnet"])
 def test_docstring_examples_run(name):
     # the module (kq.quadratize is the function of the same name)
     module = importlib.import_module(f"keras_quadratic.{name}")

@@ -29,7 +29,7 @@ def test_smoke_mode_runs_without_tensorflow(tmp_path):
         capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[
         -3000:]
-    assert "| runner | model | batch | dtype | jit | images/s |" in (
+    assert "| runner | model | batch | dtype | step | images/s |" in (
         result.stdout)
     with open(tmp_path / "out" / "gpu_check.json") as f:
         report = json.load(f)
