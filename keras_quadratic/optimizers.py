@@ -15,6 +15,8 @@ the quadratic layers tag, whatever their names.
 
 import math
 
+import numpy as np
+
 import keras
 from keras import ops
 
@@ -129,8 +131,12 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
     the neuron away from the conventional one; shrink them with the
     `keras_quadratic.regularizers.ReLinearRegularizer` regularizer instead.
 
-    `learning_rate` and `iterations` are those of the wrapped optimizer, so
-    schedules and callbacks such as `ReduceLROnPlateau` act on it. The
+    `learning_rate`, `iterations`, `weight_decay`, the clipping options,
+    `use_ema` and its options and `gradient_accumulation_steps` are those
+    of the wrapped optimizer (read and set), so schedules and callbacks
+    such as `ReduceLROnPlateau` and `SwapEMAWeights` act on it, as do
+    `exclude_from_weight_decay` and `set_weights` (which sets `variables`,
+    its own and the wrapped optimizer's). The
     wrapped optimizer's other options keep their meaning: the steps are
     shrunk right after its update rule, so `clipnorm`/`global_clipnorm`
     clip the gradients as usual, `loss_scale_factor` scales the loss (this
@@ -209,7 +215,13 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
         _exclude_from_weight_decay(inner, quadratic)
         if not inner.built:
             inner.build(var_list)
-        super().build(var_list)
+        # Optimizer.build's bookkeeping, without the moving averages and
+        # gradient accumulators it would add for `use_ema` and
+        # `gradient_accumulation_steps`: those are the wrapped optimizer's.
+        for i, variable in enumerate(var_list):
+            self._trainable_variables_indices[self._var_key(variable)] = i
+        self._trainable_variables = list(var_list)
+        self.built = True
 
     @property
     def variables(self):
@@ -297,6 +309,48 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
             update, tf.distribute.get_strategy(), old_values
         )
 
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Excludes variables from the wrapped optimizer's weight decay
+        (the quadratic weights are excluded already); before `build`, as
+        Keras's."""
+        self.inner_optimizer.exclude_from_weight_decay(var_list, var_names)
+
+    def set_weights(self, weights):
+        """Sets `self.variables`, this wrapper's and the wrapped optimizer's
+        (its iterations, momentums, ...), from a list of arrays of the
+        same length and shapes (e.g. another ReLinearOptimizer's
+        `variables`)."""
+        if not self.built:
+            raise ValueError(
+                "ReLinearOptimizer.set_weights: the optimizer is not built "
+                "yet; call `optimizer.build(model.trainable_variables)` "
+                "first.")
+        variables = self.variables
+        weights = list(weights)
+        if len(weights) != len(variables):
+            raise ValueError(
+                f"ReLinearOptimizer.set_weights: expected {len(variables)} "
+                "arrays (its `variables`: its own and the wrapped "
+                f"optimizer's), received {len(weights)}.")
+        for variable, weight in zip(variables, weights):
+            if tuple(variable.shape) != tuple(np.shape(weight)):
+                raise ValueError(
+                    f"ReLinearOptimizer.set_weights: {variable.path} has "
+                    f"shape {tuple(variable.shape)}, the array given for it "
+                    f"{tuple(np.shape(weight))}.")
+        for variable, weight in zip(variables, weights):
+            variable.assign(weight)
+
+    @property
+    def _model_variables_moving_average(self):
+        # What keras.callbacks.SwapEMAWeights swaps (it looks one
+        # `inner_optimizer` deep: LossScaleOptimizer(ReLinearOptimizer)).
+        inner = self.__dict__.get("inner_optimizer")
+        if inner is None or not hasattr(
+                inner, "_model_variables_moving_average"):
+            raise AttributeError("_model_variables_moving_average")
+        return inner._model_variables_moving_average
+
     @property
     def learning_rate(self):
         return self.inner_optimizer.learning_rate
@@ -328,6 +382,33 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
         )
         return cls(optimizer, **config)
 
+
+def _delegated(name):
+    """A property of ReLinearOptimizer that is the wrapped optimizer's
+    `name` (read and set). Optimizer.__init__ sets its defaults before
+    there is a wrapped optimizer: those are kept aside, unused."""
+
+    def get(self):
+        inner = self.__dict__.get("inner_optimizer")
+        if inner is None:
+            return self.__dict__.get(f"_wrapper_{name}")
+        return getattr(inner, name)
+
+    def set(self, value):
+        inner = self.__dict__.get("inner_optimizer")
+        if inner is None:
+            self.__dict__[f"_wrapper_{name}"] = value
+        else:
+            setattr(inner, name, value)
+
+    return property(get, set, doc=f"The wrapped optimizer's `{name}`.")
+
+
+for _name in ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm",
+              "use_ema", "ema_momentum", "ema_overwrite_frequency",
+              "gradient_accumulation_steps"):
+    setattr(ReLinearOptimizer, _name, _delegated(_name))
+del _name
 
 # The name of versions before 0.2; saved models use the registered name
 # "keras_quadratic>ReLinearOptimizer" either way.

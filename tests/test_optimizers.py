@@ -581,3 +581,93 @@ def test_pytorch_sgd_momentum_exact_in_float64():
     for _ in range(2):
         optimizer.apply([keras.ops.ones((1,), dtype="float64")], [variable])
     assert to_numpy(optimizer.momentums[0])[0] == 0.9 + 1.0
+
+
+# -- the wrapper is transparent (issue #26, items 1-4) ---------------------
+def _two_weights():
+    """A conventional weight (2.0) and a quadratic gate weight (0.5)."""
+    layer = kq.QuadraticDense(1, use_bias=False)
+    layer.build((None, 1))
+    layer.kernel.assign([[2.0]])
+    layer.gate_kernel.assign([[0.5]])
+    return layer
+
+
+def test_exclude_from_weight_decay_reaches_the_wrapped_optimizer():
+    layer = _two_weights()
+    other = keras.Variable([[3.0]], name="other")
+    optimizer = kq.optimizers.ReLinearOptimizer(
+        keras.optimizers.SGD(1.0, weight_decay=0.004))
+    optimizer.exclude_from_weight_decay(var_list=[layer.kernel])
+    variables = [layer.kernel, layer.gate_kernel, other]
+    optimizer.apply([keras.ops.zeros(v.shape) for v in variables], variables)
+    # excluded by the user, excluded as quadratic, decayed
+    np.testing.assert_allclose(to_numpy(layer.kernel), [[2.0]])
+    np.testing.assert_allclose(to_numpy(layer.gate_kernel), [[0.5]])
+    np.testing.assert_allclose(to_numpy(other), [[3.0 * (1 - 0.004)]],
+                               rtol=1e-6)
+
+
+def test_set_weights_restores_the_wrapped_optimizers_state_too():
+    def trained(steps):
+        layer = _two_weights()
+        optimizer = kq.optimizers.ReLinearOptimizer(
+            keras.optimizers.SGD(0.1, momentum=0.9))
+        variables = [layer.kernel, layer.gate_kernel]
+        for step in range(steps):
+            optimizer.apply([keras.ops.ones(v.shape) * (step + 1)
+                             for v in variables], variables)
+        return optimizer
+
+    source, target = trained(3), trained(1)
+    target.set_weights([to_numpy(v) for v in source.variables])
+    # its own and SGD's (iterations, learning rate, momentums)
+    assert len(source.variables) == len(target.variables) > 4
+    for a, b in zip(source.variables, target.variables):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    assert int(to_numpy(target.iterations)) == 3
+    with pytest.raises(ValueError, match=f"expected {len(source.variables)} "
+                       "arrays"):
+        target.set_weights([to_numpy(v) for v in source.variables][:3])
+
+
+def test_the_wrapped_optimizers_options_read_and_set_through_the_wrapper():
+    inner = keras.optimizers.SGD(0.1, weight_decay=0.01, clipnorm=1.0,
+                                 use_ema=True, ema_momentum=0.9,
+                                 ema_overwrite_frequency=5,
+                                 gradient_accumulation_steps=2)
+    optimizer = kq.optimizers.ReLinearOptimizer(inner)
+    assert (optimizer.weight_decay, optimizer.clipnorm, optimizer.use_ema,
+            optimizer.ema_momentum, optimizer.ema_overwrite_frequency,
+            optimizer.gradient_accumulation_steps) == (0.01, 1.0, True, 0.9,
+                                                       5, 2)
+    assert optimizer.clipvalue is None and optimizer.global_clipnorm is None
+    optimizer.clipnorm = 2.0
+    assert inner.clipnorm == 2.0
+    # the averages and accumulators are the wrapped optimizer's only
+    layer = _two_weights()
+    optimizer.build([layer.kernel, layer.gate_kernel])
+    assert len(optimizer.variables) == len(optimizer._variables) + len(
+        inner.variables)
+    assert optimizer._model_variables_moving_average is (
+        inner._model_variables_moving_average)
+
+
+def test_swap_ema_weights_under_loss_scaling():
+    """What compile builds under mixed_float16: LossScaleOptimizer around
+    ReLinearOptimizer(SGD(use_ema=True)); SwapEMAWeights finds the averages
+    through it."""
+    model = keras.Sequential([keras.Input((3,)), kq.QuadraticDense(2),
+                              keras.layers.Dense(1)])
+    model.compile(keras.optimizers.LossScaleOptimizer(
+        kq.optimizers.ReLinearOptimizer(keras.optimizers.SGD(
+            0.1, use_ema=True, ema_momentum=0.5))), "mse")
+    x, y = random((16, 3)), random((16, 1), 1)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, validation_data=(x, y),
+              callbacks=[keras.callbacks.SwapEMAWeights(swap_on_epoch=True)])
+    inner = model.optimizer.inner_optimizer.inner_optimizer
+    for variable, average in zip(model.trainable_variables,
+                                 inner._model_variables_moving_average):
+        # after fit, the model holds the averages (finalized)
+        np.testing.assert_allclose(to_numpy(variable), to_numpy(average),
+                                   rtol=1e-6)
