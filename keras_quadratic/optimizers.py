@@ -217,11 +217,13 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
             inner.build(var_list)
         # Optimizer.build's bookkeeping, without the moving averages and
         # gradient accumulators it would add for `use_ema` and
-        # `gradient_accumulation_steps`: those are the wrapped optimizer's.
-        for i, variable in enumerate(var_list):
-            self._trainable_variables_indices[self._var_key(variable)] = i
-        self._trainable_variables = list(var_list)
-        self.built = True
+        # `gradient_accumulation_steps`: those are the wrapped optimizer's
+        # (while it runs, these options read the wrapper's own defaults).
+        self.__dict__["_own_options"] = True
+        try:
+            super().build(var_list)
+        finally:
+            self.__dict__["_own_options"] = False
 
     @property
     def variables(self):
@@ -386,11 +388,12 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
 def _delegated(name):
     """A property of ReLinearOptimizer that is the wrapped optimizer's
     `name` (read and set). Optimizer.__init__ sets its defaults before
-    there is a wrapped optimizer: those are kept aside, unused."""
+    there is a wrapped optimizer: those are kept aside, for the wrapper's
+    own `build` only."""
 
     def get(self):
         inner = self.__dict__.get("inner_optimizer")
-        if inner is None:
+        if inner is None or self.__dict__.get("_own_options"):
             return self.__dict__.get(f"_wrapper_{name}")
         return getattr(inner, name)
 
@@ -522,18 +525,34 @@ class PyTorchSGD(keras.optimizers.SGD):
         )
 
     def update_step(self, gradient, variable, learning_rate):
-        learning_rate = ops.cast(learning_rate, variable.dtype)
-        gradient = ops.cast(gradient, variable.dtype)
-        if self.momentum == 0:
-            self.assign_sub(variable, ops.multiply(gradient, learning_rate))
-            return
-        # (not ops.cast: on TensorFlow that rounds 0.9 to float32 first)
-        momentum = ops.convert_to_tensor(self.momentum, variable.dtype)
-        buffer = self.momentums[self._get_variable_index(variable)]
-        self.assign(buffer, ops.add(ops.multiply(buffer, momentum), gradient))
-        direction = (ops.add(gradient, ops.multiply(buffer, momentum))
-                     if self.nesterov else buffer)
-        self.assign_sub(variable, ops.multiply(direction, learning_rate))
+        # torch.optim.SGD's arithmetic: for 16-bit variables in float32 (its
+        # momentum and rate are Python numbers, never rounded to 16 bits),
+        # each stored result rounded once, as its in-place ops round it.
+        dtype = variable.dtype
+        compute = "float32" if dtype in ("float16", "bfloat16") else dtype
+
+        def stored(x):  # the value as a variable of `dtype` holds it
+            return ops.cast(ops.cast(x, dtype), compute)
+
+        learning_rate = ops.cast(learning_rate, compute)
+        gradient = stored(gradient)
+        direction = gradient
+        if self.momentum != 0:
+            # (not ops.cast: on TensorFlow that rounds 0.9 to float32 first)
+            momentum = ops.convert_to_tensor(self.momentum, compute)
+            buffer = self.momentums[self._get_variable_index(variable)]
+            # buf.mul_(momentum).add_(grad)
+            new_buffer = stored(ops.add(
+                stored(ops.multiply(ops.cast(buffer, compute), momentum)),
+                gradient))
+            self.assign(buffer, ops.cast(new_buffer, dtype))
+            direction = (stored(ops.add(gradient,
+                                        ops.multiply(new_buffer, momentum)))
+                         if self.nesterov else new_buffer)
+        # param.add_(direction, alpha=-lr)
+        self.assign(variable, ops.cast(ops.subtract(
+            ops.cast(variable, compute),
+            ops.multiply(direction, learning_rate)), dtype))
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         # Keras's torch backend swaps keras.optimizers.SGD itself (not its
@@ -546,6 +565,20 @@ class PyTorchSGD(keras.optimizers.SGD):
                                                 learning_rate)
         import torch
 
+        # 16-bit variables take `update_step`, the other backends' rule,
+        # with its float32 arithmetic (fused 16-bit ops would round the
+        # momentum and the rate to 16 bits first).
+        narrow = [(g, v) for g, v in zip(grads, trainable_variables)
+                  if v.dtype in ("float16", "bfloat16")]
+        for gradient, variable in narrow:
+            self.update_step(gradient, variable, learning_rate)
+        if narrow:
+            kept = [(g, v) for g, v in zip(grads, trainable_variables)
+                    if v.dtype not in ("float16", "bfloat16")]
+            grads = [g for g, _ in kept]
+            trainable_variables = [v for _, v in kept]
+            if not kept:
+                return
         with torch.no_grad():
             variables = [v.value for v in trainable_variables]
             grads = [g.to(v.dtype) for g, v in zip(grads, variables)]

@@ -671,3 +671,44 @@ def test_swap_ema_weights_under_loss_scaling():
         # after fit, the model holds the averages (finalized)
         np.testing.assert_allclose(to_numpy(variable), to_numpy(average),
                                    rtol=1e-6)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_pytorch_sgd_on_bfloat16_variables_computes_in_float32(nesterov):
+    """bfloat16 variables: the momentum (0.9, not its bfloat16 0.8984375)
+    and the rate act in float32, each stored value rounded once to
+    bfloat16 (issue #26 item 7): one unit gradient, then 29 zero ones,
+    against NumPy, and against torch.optim.SGD's momentum buffer."""
+    import ml_dtypes
+
+    torch = pytest.importorskip("torch")
+    bf16 = ml_dtypes.bfloat16
+
+    def stored(x):
+        return np.asarray(x, "float32").astype(bf16).astype("float32")
+
+    start = np.array([1.0, -2.0, 0.5], "float32")
+    variable = keras.Variable(start, dtype="bfloat16")
+    ours = kq.optimizers.PyTorchSGD(0.01, momentum=0.9, nesterov=nesterov)
+    parameter = torch.nn.Parameter(torch.from_numpy(start).bfloat16())
+    theirs = torch.optim.SGD([parameter], lr=0.01, momentum=0.9)
+    lr, m = np.float32(0.01), np.float32(0.9)
+    value, buffer = stored(start), np.zeros(3, "float32")
+    for step in range(30):
+        gradient = np.full(3, 1.0 if step == 0 else 0.0, "float32")
+        ours.apply([keras.ops.convert_to_tensor(gradient, "bfloat16")],
+                   [variable])
+        parameter.grad = torch.from_numpy(gradient).bfloat16()
+        theirs.step()
+        buffer = stored(stored(buffer * m) + gradient)
+        direction = stored(gradient + buffer * m) if nesterov else buffer
+        value = stored(value - lr * direction)
+    np.testing.assert_array_equal(
+        to_numpy(ours.momentums[0]).astype("float32"), buffer)
+    np.testing.assert_array_equal(to_numpy(variable).astype("float32"),
+                                  value)
+    # torch.optim.SGD's buffer (buf.mul_(0.9).add_(grad)) is the same
+    np.testing.assert_array_equal(
+        buffer, theirs.state[parameter]["momentum_buffer"].float().numpy())
+    # 0.9^29 = 0.0471 in exact arithmetic; bfloat16's 0.8984375^29 = 0.0447
+    assert abs(buffer[0] - 0.9 ** 29) < 1e-3
