@@ -167,7 +167,9 @@ def add_weight_decay(model, weight_decay):
     (`w -= lr * wd * w`, outside momentum): at momentum 0.9 the coupled
     decay of the same value is about 10x stronger. The penalty is part of
     `model.losses`, not of the saved config: call this again on a loaded
-    model to train it further with the decay.
+    model to train it further with the decay. On a model already compiled
+    and trained, it takes effect at the next `fit` on every backend (the
+    model's compiled steps are traced again).
 
     Args:
         model: a built `keras.Model` (or layer).
@@ -209,4 +211,10 @@ def add_weight_decay(model, weight_decay):
             _SumRegularizer(own, penalty))
         setattr(variable, _DECAY_STATE, (own, variable.regularizer))
         count += 1
+    # A compiled model's steps (jax.jit, tf.function) read the penalties
+    # when they are traced: drop them, so that the next fit, evaluate or
+    # predict traces them anew with the decay as it is now.
+    for name in ("train_function", "test_function", "predict_function"):
+        if getattr(model, name, None) is not None:
+            setattr(model, name, None)
     return count

@@ -92,3 +92,26 @@ def test_bad_arguments():
         kq.regularizers.add_weight_decay(model, "a lot")
     with pytest.raises(ValueError, match="built Keras model"):
         kq.regularizers.add_weight_decay(keras.layers.Dense(2), 1e-4)
+
+
+def test_add_weight_decay_after_training_takes_effect_at_the_next_fit():
+    """Issue #26 item 5: JAX and TensorFlow trace the step once; the decay
+    added after a first fit must still act in the next one."""
+    x, y = random((8, 4)), random((8, 1), 1)
+
+    def after_two_fits(decay):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+        model.fit(x, y, batch_size=8, verbose=0)
+        first = [to_numpy(w) for w in model.trainable_weights]
+        kq.regularizers.add_weight_decay(model, decay)
+        model.fit(x, y, batch_size=8, verbose=0)
+        return first, [to_numpy(w) for w in model.trainable_weights]
+
+    first, plain = after_two_fits(0.0)
+    _, decayed = after_two_fits(0.5)
+    # plain SGD: the decayed step is the plain one minus lr * wd * w
+    for w, a, b in zip(first, plain, decayed):
+        np.testing.assert_allclose(b - a, -0.1 * 0.5 * w, rtol=1e-4,
+                                   atol=1e-6)
