@@ -38,6 +38,25 @@ def _squared_norm(variable, reference=0.0):
     return float(np.sum((value - reference) ** 2))
 
 
+def layer_paths(model):
+    """{id(layer): "outer/inner/name"} for every layer nested in `model`
+    (nested models, custom layers holding layers), the path of names from
+    `model` down, which tells apart same-named layers of different nested
+    models. A layer reachable twice keeps its first path."""
+    paths = {}
+
+    def walk(layer, prefix):
+        # (Keras has no public list of a layer's direct sublayers)
+        for child in layer._flatten_layers(include_self=False,
+                                           recursive=False):
+            if id(child) not in paths:
+                paths[id(child)] = f"{prefix}{child.name}"
+                walk(child, f"{prefix}{child.name}/")
+
+    walk(model, "")
+    return paths
+
+
 def layer_norms(layer):
     """(linear, gate, square) squared norms of one quadratic layer."""
     linear = _squared_norm(layer.kernel) + _squared_norm(layer.bias)
@@ -51,17 +70,19 @@ def layer_norms(layer):
 def relinear_metrics(model, per_layer=True):
     """The monitor's values for `model` now, as a dict."""
     layers = quadratic_layers(model)
+    paths = layer_paths(model) if per_layer else {}
     totals = np.zeros(3)
     metrics = {}
     for layer in layers:
         norms = np.array(layer_norms(layer))
         totals += norms
         if per_layer:
+            path = paths.get(id(layer), layer.name)
             denominator = np.sqrt(norms[0]) or 1.0
             if not layer.compact:  # the compact neuron has no gate
-                metrics[f"relinear_gate/{layer.name}"] = float(
+                metrics[f"relinear_gate/{path}"] = float(
                     np.sqrt(norms[1]) / denominator)
-            metrics[f"relinear_square/{layer.name}"] = float(
+            metrics[f"relinear_square/{path}"] = float(
                 np.sqrt(norms[2]) / denominator)
     denominator = np.sqrt(totals[0]) or 1.0
     metrics["relinear_gate"] = float(np.sqrt(totals[1]) / denominator)
@@ -82,8 +103,9 @@ class QuadraticMonitor(keras.callbacks.Callback):
 
     Both are 0 at the ReLinear initialization (a conventional network) and
     grow as the quadratic terms are used. With `per_layer=True` it also
-    logs `relinear_gate/<layer name>` and `relinear_square/<layer name>`
-    for each layer. The values reach `History`, `CSVLogger` and
+    logs `relinear_gate/<layer path>` and `relinear_square/<layer path>`
+    for each layer, the path being the names from the model down (`q` in a
+    flat model, `block1/q` for the `q` of a nested model `block1`). The values reach `History`, `CSVLogger` and
     `TensorBoard` like any metric (put the monitor before those callbacks),
     and `history` keeps them, with the values before training as epoch -1.
 

@@ -32,11 +32,11 @@ def test_zero_at_init_and_unchanged_with_gamma_zero():
     values = kq.callbacks.relinear_metrics(model)
     assert set(values) == {
         "relinear_gate", "relinear_square", "relinear_gate/qconv",
-        "relinear_square/qconv", "relinear_square/qdense"}
+        "relinear_square/qconv", "relinear_square/nested/qdense"}
     assert all(v == 0.0 for v in values.values())
     history = _fit(model, 0.0, callbacks=[QuadraticMonitor()])
     for key in ("relinear_gate", "relinear_square", "relinear_gate/qconv",
-                "relinear_square/qdense"):
+                "relinear_square/nested/qdense"):
         assert history.history[key] == [0.0, 0.0, 0.0]
 
 
@@ -46,7 +46,7 @@ def test_grows_with_gamma_one_and_matches_a_hand_computation():
     gate = history.history["relinear_gate"]
     square = history.history["relinear_square"]
     assert 0 < gate[0] < gate[-1] and 0 < square[0] < square[-1]
-    assert "relinear_gate/qdense" not in history.history  # compact: no gate
+    assert "relinear_gate/nested/qdense" not in history.history  # compact
     # the last logged values are the weights' current values (also on JAX)
     conv = model.get_layer("qconv")
     dense = model.get_layer("nested").get_layer("qdense")
@@ -111,8 +111,28 @@ def test_finds_quadratic_layers_inside_custom_layers():
     assert [layer.name for layer in kq.callbacks.quadratic_layers(model)] \
         == ["held"]
     assert history.history["relinear_gate"][-1] > 0
-    assert history.history["relinear_gate/held"][-1] == pytest.approx(
-        history.history["relinear_gate"][-1])
+    holder = model.layers[1].name
+    assert history.history[f"relinear_gate/{holder}/held"][-1] == (
+        pytest.approx(history.history["relinear_gate"][-1]))
+
+
+def test_same_named_layers_of_nested_models_log_apart():
+    """Issue #26 item 9: b1/q and b2/q are two keys, each its own layer's."""
+    inputs = keras.Input((4,))
+    blocks = [keras.Sequential([keras.Input((4,)), kq.QuadraticDense(
+        4, name="q", gate_bias_initializer=keras.initializers.Constant(c))],
+        name=name) for name, c in (("b1", 1.5), ("b2", 3.0))]
+    model = keras.Model(inputs, blocks[1](blocks[0](inputs)))
+    metrics = kq.callbacks.relinear_metrics(model)
+    assert {k for k in metrics if "/" in k} == {
+        "relinear_gate/b1/q", "relinear_gate/b2/q", "relinear_square/b1/q",
+        "relinear_square/b2/q"}
+    for name in ("b1", "b2"):
+        layer = model.get_layer(name).get_layer("q")
+        linear, gate, _ = kq.callbacks.layer_norms(layer)
+        assert metrics[f"relinear_gate/{name}/q"] == pytest.approx(
+            np.sqrt(gate / linear))
+    assert metrics["relinear_gate/b1/q"] != metrics["relinear_gate/b2/q"]
 
 
 def test_plot_leaves_the_matplotlib_backend_alone(tmp_path):
