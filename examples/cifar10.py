@@ -19,6 +19,12 @@ import os
 import shutil
 import sys
 
+if os.environ.get("KERAS_BACKEND", "tensorflow") not in (
+        "tensorflow", "jax", "torch"):  # before Keras fails on it
+    print(f"error: KERAS_BACKEND={os.environ['KERAS_BACKEND']!r}: expected "
+          "tensorflow, jax or torch.", file=sys.stderr)
+    raise SystemExit(2)
+
 from keras_quadratic.cifar import NUM_CLASSES
 from keras_quadratic.cifar import build_and_compile
 from keras_quadratic.cifar import check_momentum_rule

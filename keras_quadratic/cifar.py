@@ -43,23 +43,30 @@ DOWNLOAD_HOSTS = {"cifar10": "www.cs.toronto.edu",
 
 def add_data_args(p):
     """The data flags, shared with the other examples."""
-    p.add_argument("--dataset", choices=sorted(NUM_CLASSES), default="cifar10")
+    p.add_argument("--dataset", choices=sorted(NUM_CLASSES), default="cifar10",
+                   help="the tfds dataset")
     p.add_argument("--data-dir", default=None,
                    help="tfds data dir holding the prepared dataset")
     p.add_argument("--download", action=argparse.BooleanOptionalAction,
                    default=True,
                    help="download and prepare the dataset with tfds on first "
-                   "use, into --data-dir or tfds's default data dir "
-                   "(default); --no-download: fail instead")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--test-split", default="test")
+                   "use, into --data-dir or tfds's default data dir; "
+                   "--no-download: fail instead")
+    p.add_argument("--train-split", default="train",
+                   help="tfds split to train on (e.g. train[:10%%])")
+    p.add_argument("--test-split", default="test",
+                   help="tfds split to test on after each epoch")
     p.add_argument("--mock-data", action="store_true",
                    help="random images from tfds.testing.mock_data")
     p.add_argument("--mock-examples", type=int, default=256,
                    help="examples per split with --mock-data")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    p.add_argument("--batch-size", type=int, default=128,
+                   help="the global batch (>= 1)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="weights, data order and augmentation")
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                   help="Keras's progress output: 0 none, 1 a bar, 2 a "
+                   "line per epoch")
 
 
 SCALING_OUT = """\
@@ -111,16 +118,27 @@ def parse_args(argv=None):
     original recipe as defaults, parsed from `argv`."""
     p = argparse.ArgumentParser(
         description="Train a quadratic ResNet on CIFAR-10 (or CIFAR-100) "
-        "with ReLinear.", epilog=SCALING_OUT,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "with ReLinear. The defaults are the original recipe (QResNet20, "
+        "SGD with momentum 0.9 as PyTorch computes it, weight decay 1e-4, "
+        "batch 128, lr 0.1 divided by 10 at 50% and 75% of 200 epochs).",
+        epilog=SCALING_OUT, formatter_class=HelpFormatter)
     add_data_args(p)
-    p.add_argument("--depth", type=int, default=20, help="6n+2")
+    p.add_argument("--depth", type=int, default=20,
+                   help="the QResNet's depth, 6n+2 (20, 32, 44, 56, 110)")
     p.add_argument("--neuron", choices=("quadratic", "compact", "linear"),
-                   default="quadratic")
-    p.add_argument("--rezero", action="store_true")
-    p.add_argument("--shortcut", choices=("A", "projection"), default="A")
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--learning-rate", type=float, default=0.1)
+                   default="quadratic",
+                   help="quadratic: (w_r x + b_r)(w_g x + b_g) + w_b x^2 + "
+                   "c; compact: w_r x + b_r + w_b x^2; linear: a ResNet")
+    p.add_argument("--rezero", action="store_true",
+                   help="ReZero residual blocks (a learned scale on each "
+                   "branch, 0 at the start)")
+    p.add_argument("--shortcut", choices=("A", "projection"), default="A",
+                   help="A: the original's zero-padded identity; "
+                   "projection: a 1x1 convolution where the shape changes")
+    p.add_argument("--epochs", type=int, default=200,
+                   help="training epochs (>= 1)")
+    p.add_argument("--learning-rate", type=float, default=0.1,
+                   help="the peak learning rate")
     p.add_argument("--lr-schedule", choices=("step", "cosine"),
                    default="step",
                    help="step (the original): the learning rate /10 at 50%% "
@@ -129,7 +147,8 @@ def parse_args(argv=None):
                    "to 0 (steadier in short runs)")
     p.add_argument("--warmup-epochs", type=float, default=1.0,
                    help="with --lr-schedule cosine")
-    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--momentum", type=float, default=0.9,
+                   help="SGD momentum")
     p.add_argument("--sgd", choices=("pytorch", "keras"), default="pytorch",
                    help="the momentum rule. pytorch (default): "
                    "torch.optim.SGD's, as in the original (b = m b + g; "
@@ -189,8 +208,37 @@ def parse_args(argv=None):
     p.add_argument("--require-gpu", action="store_true",
                    help="exit with an error when the backend computes on "
                    "the CPU")
-    p.add_argument("--output-dir", default="runs/cifar10")
-    return p.parse_args(argv)
+    p.add_argument("--output-dir", default="runs/cifar10",
+                   help="where the logs, checkpoints, backup (for resuming) "
+                   "and plots go; the same directory again resumes")
+    args = p.parse_args(argv)
+    check_args(args)
+    return args
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter,
+                    argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the epilog's layout and shows every default."""
+
+
+def check_args(args):
+    """Flags whose values argparse's types cannot judge: an `error:` line
+    naming the flag and exit code 2, before any data or model is made."""
+    for flag, minimum in (("epochs", 1), ("batch_size", 1),
+                          ("mock_examples", 1)):
+        value = getattr(args, flag, None)
+        if value is not None and value < minimum:
+            fail(f"--{flag.replace('_', '-')} {value}: must be an integer "
+                 f">= {minimum}.")
+    depth = getattr(args, "depth", None)
+    if depth is not None and (depth < 8 or (depth - 2) % 6):
+        fail(f"--depth {depth}: a QResNet's depth is 6n+2 with n >= 1 "
+             "(8, 14, 20, 32, 44, 56, 110).")
+    output = getattr(args, "output_dir", None)
+    if output is not None and os.path.exists(output) and not os.path.isdir(
+            output):
+        fail(f"--output-dir {output}: is a file; name a directory (new or "
+             "one to resume from).")
 
 
 def fail(message):
@@ -280,6 +328,9 @@ def load_splits(args, no_download_reason=None):
     if not builder.is_prepared():
         where = (builder.data_dir if args.data_dir
                  else "the default tfds data dir")
+        if args.data_dir and not os.path.isdir(args.data_dir):
+            where = (f"--data-dir {args.data_dir} (that directory does not "
+                     "exist)")
         alternatives = ("Pass --data-dir DIR with a tfds data dir where it is "
                         "prepared, or --mock-data to run on random images.")
         if no_download_reason or not args.download:

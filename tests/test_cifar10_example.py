@@ -106,6 +106,7 @@ def test_no_download_fails_at_once(tmp_path):
     assert result.returncode == 2
     assert "--no-download" in result.stderr
     assert "--mock-data" in result.stderr and "--data-dir" in result.stderr
+    assert "that directory does not exist" in result.stderr
 
 
 def test_download_server_probe_gives_up_in_bounded_time(monkeypatch):
@@ -326,3 +327,46 @@ def test_momentum_rule(rule):
     assert isinstance(inner, keras.optimizers.SGD) and inner.momentum == 0.9
     # the original's, PyTorch's, by default
     assert isinstance(inner, kq.optimizers.PyTorchSGD) == (rule != "keras")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "--epochs 0: must be an integer >= 1"),
+    (["--batch-size", "-3"], "--batch-size -3: must be an integer >= 1"),
+    (["--depth", "21"], "--depth 21: a QResNet's depth is 6n+2"),
+    (["--output-dir", "FILE"], "is a file; name a directory"),
+])
+def test_bad_flags_exit_2_naming_the_flag(flags, message, tmp_path, capsys):
+    """Issue #26 item 11: one `error:` line, exit code 2, at parse time."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    flags = [str(a_file) if f == "FILE" else f for f in flags]
+    with pytest.raises(SystemExit) as exit_:
+        cifar.parse_args(flags)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+
+
+def test_a_bogus_backend_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from examples_util import ROOT
+
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "cifar10.py")],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, KERAS_BACKEND="bogus"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: KERAS_BACKEND='bogus': expected "
+                                     "tensorflow, jax or torch.")
+
+
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        cifar.parse_args(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "The defaults are the original recipe" in out
+    for default in ("(default: 200)", "(default: 128)", "(default: 0.1)",
+                    "(default: quadratic)", "(default: runs/cifar10)"):
+        assert default in out, default
