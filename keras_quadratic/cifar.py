@@ -477,30 +477,54 @@ def normalize_batch(images, data_format):
 
 def plot_curves(csv_path, png_path):
     """Loss and accuracy per epoch, train and test, as a PNG (a Figure of
-    its own: matplotlib's global backend and pyplot state are untouched)."""
+    its own: matplotlib's global backend and pyplot state are untouched),
+    and returns the Figure. Each epoch is a marker (one epoch shows as a
+    point); the loss is on a log scale (a blow-up to 1e16 and the
+    converged losses both readable); a NaN or infinite value is a red x
+    at the top of its panel, named in the legend."""
     import csv
+    import math
 
     from matplotlib.figure import Figure
+    from matplotlib.transforms import blended_transform_factory
 
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     if not rows:
-        return
+        return None
     epochs = [int(r["epoch"]) + 1 for r in rows]
     fig = Figure(figsize=(10, 4))
     ax_loss, ax_acc = fig.subplots(1, 2)
     for key, ax in (("loss", ax_loss), ("accuracy", ax_acc)):
+        positive = True
         for prefix, label in (("", "train"), ("val_", "test")):
-            if prefix + key in rows[0]:
-                ax.plot(epochs, [float(r[prefix + key]) for r in rows],
+            if prefix + key not in rows[0]:
+                continue
+            values = [float(r[prefix + key] or "nan") for r in rows]
+            finite = [(e, v) for e, v in zip(epochs, values)
+                      if math.isfinite(v)]
+            positive &= all(v > 0 for _, v in finite)
+            if finite:
+                ax.plot(*zip(*finite), marker="o", markersize=3,
                         label=label)
+            bad = [e for e, v in zip(epochs, values) if not math.isfinite(v)]
+            if bad:
+                ax.scatter(bad, [1.0] * len(bad), marker="x", color="red",
+                           clip_on=False, zorder=3,
+                           transform=blended_transform_factory(
+                               ax.transData, ax.transAxes),
+                           label=f"{label}: NaN or infinite")
+        if key == "loss" and positive:
+            ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(key)
+        ax.set_ylabel(key + (" (log scale)" if ax.get_yscale() == "log"
+                             else ""))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(os.path.basename(os.path.dirname(os.path.abspath(csv_path))))
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
+    return fig
 
 
 def epoch_timer():

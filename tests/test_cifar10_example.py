@@ -370,3 +370,26 @@ def test_help_shows_every_default(capsys):
     for default in ("(default: 200)", "(default: 128)", "(default: 0.1)",
                     "(default: quadratic)", "(default: runs/cifar10)"):
         assert default in out, default
+
+
+def test_curves_readable_with_one_epoch_and_with_a_blow_up(tmp_path):
+    """Issue #26 item 17: a marker per epoch, the loss on a log scale, and
+    non-finite values shown as such."""
+    one = tmp_path / "one.csv"
+    one.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n"
+                   "0,0.3,2.1,0.35,1.9\n")
+    fig = cifar.plot_curves(str(one), str(tmp_path / "one.png"))
+    loss, accuracy = fig.axes
+    assert all(line.get_marker() == "o" for line in loss.lines)
+    assert len(loss.lines) == 2 and loss.get_yscale() == "log"
+    blown = tmp_path / "blown.csv"
+    blown.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n"
+                     "0,0.3,2.1,0.35,1.9\n1,0.1,1e16,0.1,nan\n"
+                     "2,0.1,nan,0.1,inf\n")
+    fig = cifar.plot_curves(str(blown), str(tmp_path / "blown.png"))
+    loss = fig.axes[0]
+    assert loss.get_yscale() == "log"
+    labels = loss.get_legend_handles_labels()[1]
+    assert "train: NaN or infinite" in labels
+    assert "test: NaN or infinite" in labels
+    assert (tmp_path / "blown.png").stat().st_size > 0
