@@ -27,6 +27,7 @@ if os.environ.get("KERAS_BACKEND", "tensorflow") not in (
 
 from keras_quadratic.cifar import NUM_CLASSES
 from keras_quadratic.cifar import build_and_compile
+from keras_quadratic.cifar import check_backup
 from keras_quadratic.cifar import check_momentum_rule
 from keras_quadratic.cifar import cuda_graph_callbacks
 from keras_quadratic.cifar import epoch_callbacks
@@ -105,6 +106,10 @@ def main(argv=None, extra_callbacks=()):
 
     check_momentum_rule(args.output_dir, args.sgd, topology.is_chief)
     out = process_output_dir(args.output_dir, topology)
+    resuming = check_backup(out)
+    if topology.is_chief:
+        print(f"outputs: {os.path.abspath(args.output_dir)}"
+              + (f"; {resuming}" if resuming else ""), flush=True)
     try:
         csv_path = os.path.join(out, "log.csv")
         timer = epoch_timer()

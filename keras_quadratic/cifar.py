@@ -628,6 +628,47 @@ def cuda_graph_callbacks(args, backend, device):
         fallback="raise" if args.cuda_graph == "on" else "warn")]
 
 
+def check_backup(out):
+    """What `out`'s backup (keras.callbacks.BackupAndRestore's, in
+    `out/backup`) resumes: a line to print, or None when there is none. A
+    damaged backup (a truncated weights file with no intact previous copy,
+    unreadable metadata) ends the run at once with the file named and the
+    way out, rather than a raw error from inside `fit`."""
+    import json
+
+    backup = os.path.join(out, "backup")
+    metadata = os.path.join(backup, "training_metadata.json")
+    weights = os.path.join(backup, "latest.weights.h5")
+    way_out = (f"delete {backup} to start over from epoch 0 (the logs and "
+               f"checkpoints in {out} stay), or --output-dir another "
+               "directory")
+
+    def readable(path):
+        import h5py
+
+        try:
+            with h5py.File(path, "r"):
+                return None
+        except OSError as error:
+            return error
+
+    if os.path.exists(weights):
+        error = readable(weights)
+        if error and (not os.path.exists(weights + ".bkp")
+                      or readable(weights + ".bkp")):
+            fail(f"the backup's weights {weights} are damaged ({error}) and "
+                 f"cannot be resumed from: {way_out}.")
+    if not os.path.exists(metadata):
+        return None
+    try:
+        with open(metadata) as f:
+            epoch = int(json.load(f)["epoch"])
+    except (ValueError, KeyError, TypeError) as error:
+        fail(f"the backup's {metadata} is damaged ({type(error).__name__}: "
+             f"{error}) and cannot be resumed from: {way_out}.")
+    return f"resuming after epoch {epoch} from the backup in {backup}"
+
+
 def epoch_callbacks(out):
     """Backup for resuming, TensorBoard and the best model, all saving at
     the end of each epoch. Their per-batch hooks do not touch the model at

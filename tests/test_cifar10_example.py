@@ -57,7 +57,7 @@ class _KillAfterEpoch(keras.callbacks.Callback):
             raise _Interrupt()
 
 
-def test_resume_after_interruption(tmp_path):
+def test_resume_after_interruption(tmp_path, capsys):
     out = str(tmp_path / "run")
     args = SMALL + ["--epochs", "3", "--output-dir", out]
     with pytest.raises(_Interrupt):
@@ -69,7 +69,10 @@ def test_resume_after_interruption(tmp_path):
         cifar10.main(args + ["--sgd", "keras"])
     assert exit_.value.code == 2
     assert _epochs_logged(out) == [0, 1]
+    capsys.readouterr()
     summary = cifar10.main(args)
+    assert (f"outputs: {out}; resuming after epoch 2 from the backup in "
+            f"{os.path.join(out, 'backup')}") in capsys.readouterr().out
     assert _epochs_logged(out) == [0, 1, 2]  # epoch 2 only, nothing redone
     assert summary["steps"] == 6  # the optimizer state came back too
     assert not os.path.exists(os.path.join(out, "backup"))
@@ -393,3 +396,29 @@ def test_curves_readable_with_one_epoch_and_with_a_blow_up(tmp_path):
     assert "train: NaN or infinite" in labels
     assert "test: NaN or infinite" in labels
     assert (tmp_path / "blown.png").stat().st_size > 0
+
+
+def test_a_damaged_backup_is_named_with_the_way_out(tmp_path, capsys):
+    """Issue #26 item 12: at once, the file named, exit code 2."""
+    import h5py
+
+    out = str(tmp_path)
+    backup = tmp_path / "backup"
+    assert cifar.check_backup(out) is None
+    backup.mkdir()
+    metadata, weights = (backup / "training_metadata.json",
+                         backup / "latest.weights.h5")
+    metadata.write_text('{"epoch": 2, "batch": 0}')
+    assert cifar.check_backup(out).startswith("resuming after epoch 2")
+    for damaged, content in ((metadata, ""), (weights, "not hdf5")):
+        damaged.write_text(content)
+        with pytest.raises(SystemExit) as exit_:
+            cifar.check_backup(out)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert str(damaged) in err and f"delete {backup}" in err, err
+        metadata.write_text('{"epoch": 2, "batch": 0}')
+    # Keras falls back to the previous weights when they are intact
+    with h5py.File(str(weights) + ".bkp", "w"):
+        pass
+    assert cifar.check_backup(out).startswith("resuming after epoch 2")
