@@ -161,8 +161,12 @@ def quadratize(model, neuron="quadratic", layers=None,
         neuron: "quadratic" (full neuron, default) or "compact".
         layers: which layers to convert: None (default: every `Conv1D`,
             `Conv2D`, `Conv3D`, `Dense`, `DepthwiseConv1D/2D` and
-            `SeparableConv1D/2D`), a list of layer names, or a predicate
-            `f(layer) -> bool`.
+            `SeparableConv1D/2D`), a list of layer names (a name the
+            model does not have is a `ValueError`; a named layer with no
+            quadratic counterpart is named in the warning), or a predicate
+            `f(layer) -> bool`. Layers inside other layers (`TimeDistributed`,
+            `Bidirectional`, custom layers) are copied as they are and named
+            in the warning; nested models are converted.
         quadratic_pointwise: for a converted `SeparableConv1D/2D`, whether
             its pointwise (1x1) part becomes quadratic too: False (default),
             True, or a predicate `f(layer) -> bool` of the Keras layer. Its
@@ -216,6 +220,7 @@ def quadratize(model, neuron="quadratic", layers=None,
         )
     if not model.built:
         raise ValueError("quadratize: the model must be built first.")
+    names = None
     if layers is None:
         selected = lambda layer: True  # noqa: E731
     elif callable(layers):
@@ -223,6 +228,15 @@ def quadratize(model, neuron="quadratic", layers=None,
     else:
         names = set(layers) if not isinstance(layers, str) else {layers}
         selected = lambda layer: layer.name in names  # noqa: E731
+        from keras_quadratic.callbacks import layer_paths
+
+        known = {path.rsplit("/", 1)[-1]
+                 for path in layer_paths(model).values()}
+        if names - known:
+            raise ValueError(
+                "quadratize: argument `layers` names layers the model does "
+                f"not have: {sorted(names - known)}. Its layers: "
+                f"{sorted(known)}.")
 
     if isinstance(quadratic_pointwise, bool):
         pointwise = lambda layer: quadratic_pointwise  # noqa: E731
@@ -253,6 +267,21 @@ def quadratize(model, neuron="quadratic", layers=None,
         else:
             if convert:
                 skipped.append(f"{layer.name} ({reason})")
+            elif names is not None and layer.name in names and not (
+                    isinstance(layer, keras.Model)):
+                skipped.append(f"{layer.name} (a {type(layer).__name__}: "
+                               "no quadratic counterpart)")
+            if not isinstance(layer, keras.Model):
+                # Wrappers (TimeDistributed, Bidirectional) and custom
+                # layers are copied whole: their linear sublayers stay.
+                # (Keras has no public list of a layer's sublayers.)
+                for inner in layer._flatten_layers(include_self=False):
+                    if isinstance(inner, _LINEAR_MAP_LAYERS) and selected(
+                            inner):
+                        skipped.append(
+                            f"{inner.name} inside {layer.name} (a "
+                            f"{type(layer).__name__}: layers inside other "
+                            "layers are copied as they are)")
             new = layer.__class__.from_config(layer.get_config())
         pairs.append((layer, new, convert and reason is None))
         return new

@@ -355,3 +355,39 @@ def test_an_argument_the_quadratic_layer_lacks_is_a_reason(monkeypatch):
     monkeypatch.setattr(layer, "get_config",
                         lambda: dict(config, dora_rank=None))
     assert module._why_not(layer) is None
+
+
+def test_what_stays_linear_is_named_and_unknown_names_refused():
+    """Issue #26 item 8: Dense layers inside TimeDistributed and inside a
+    custom layer are named in the warning; a layer name the model lacks is
+    a ValueError, a named layer without counterpart is named."""
+
+    class Holder(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = keras.layers.Dense(3, name="held_dense")
+
+        def build(self, input_shape):
+            self.inner.build(input_shape)
+
+        def call(self, x):
+            return self.inner(x)
+
+    inputs = keras.Input((2, 4))
+    h = keras.layers.TimeDistributed(keras.layers.Dense(
+        4, name="td_dense"), name="td")(inputs)
+    h = keras.layers.Flatten(name="flat")(h)
+    h = Holder(name="holder")(h)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(h))
+    with pytest.warns(UserWarning) as caught:
+        q = quadratize(model)
+    message = " ".join(str(w.message) for w in caught
+                       if "quadratize" in str(w.message))
+    assert "td_dense inside td (a TimeDistributed" in message
+    assert "held_dense inside holder (a Holder" in message
+    assert isinstance(q.get_layer("head"), kq.QuadraticDense)
+    _assert_same_outputs(model, q, random((3, 2, 4)))
+    with pytest.raises(ValueError, match=r"not have: \['haed'\]"):
+        quadratize(model, layers=["haed"])
+    with pytest.warns(UserWarning, match=r"flat \(a Flatten: no quadratic"):
+        quadratize(model, layers=["head", "flat"])
