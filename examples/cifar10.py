@@ -17,7 +17,9 @@ same output directory resumes from the last completed epoch.
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 
 if os.environ.get("KERAS_BACKEND", "tensorflow") not in (
         "tensorflow", "jax", "torch"):  # before Keras fails on it
@@ -43,6 +45,10 @@ from keras_quadratic.cifar import split_each_batch
 
 
 def main(argv=None, extra_callbacks=()):
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C (SIGINT) stops a run, also one started in the background
+        # of a script, where the shell starts it with SIGINT ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     args = parse_args(argv)
     import keras
 
@@ -123,10 +129,17 @@ def main(argv=None, extra_callbacks=()):
         print(f"{model.name}: {model.count_params():,} parameters, backend "
               f"{backend}, {devices} device(s) in {topology.processes} "
               f"process(es), {steps_per_epoch} steps/epoch")
-        model.fit(train_ds, validation_data=test_ds, epochs=args.epochs,
-                  callbacks=callbacks,
-                  verbose=args.verbose if topology.is_chief else 0,
-                  shuffle=False)  # tf.data shuffles
+        try:
+            model.fit(train_ds, validation_data=test_ds, epochs=args.epochs,
+                      callbacks=callbacks,
+                      verbose=args.verbose if topology.is_chief else 0,
+                      shuffle=False)  # tf.data shuffles
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: run the same command again to resume "
+                  f"from the last completed epoch (the backup in "
+                  f"{os.path.join(out, 'backup')})", file=sys.stderr,
+                  flush=True)
+            raise SystemExit(130) from None
         test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
         summary = {
             "model": model.name,

@@ -422,3 +422,36 @@ def test_a_damaged_backup_is_named_with_the_way_out(tmp_path, capsys):
     with h5py.File(str(weights) + ".bkp", "w"):
         pass
     assert cifar.check_backup(out).startswith("resuming after epoch 2")
+
+
+def test_sigint_stops_a_run_and_leaves_the_backup(tmp_path):
+    """Issue #26 item 10: SIGINT to the process group stops the run within
+    seconds, also where it was started with SIGINT ignored (the background
+    of a script), with exit code 130, what to do, and the backup."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from examples_util import ROOT
+
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "examples", "cifar10.py"),
+         *SMALL, "--epochs", "50", "--output-dir", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.time() + 300
+        while not (out / "backup" / "training_metadata.json").exists():
+            assert process.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err[-2000:]
+    assert "interrupted: run the same command again to resume" in err
+    assert (out / "backup" / "training_metadata.json").exists()
