@@ -119,7 +119,10 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
             The defaults, 1e-2, are the ratio of the quadratic rate to the
             main rate in the paper's ReZero script (1e-3 / 0.1). 0 freezes
             the quadratic weights (a conventional network); 1 is plain
-            training.
+            training. Both become optimizer variables when it is built:
+            setting `optimizer.gamma_g` between fits or epochs (a gamma
+            warm-up callback) acts on every backend, and they save and
+            resume with the optimizer.
         name: the optimizer's name; default "re_linear_optimizer" (from
             the class name, as Keras names optimizers).
         **kwargs: none are accepted: options such as `learning_rate` or
@@ -190,22 +193,57 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
                 f"{sorted(kwargs)}; set them on the wrapped optimizer."
             )
         super().__init__(learning_rate=0.0, name=name)
-        self.gamma_g = _gamma(gamma_g, "gamma_g")
-        self.gamma_b = _gamma(gamma_b, "gamma_b")
+        # Python numbers until `build` makes them variables (see the
+        # gamma_g/gamma_b properties).
+        self.__dict__["_gamma_values"] = {
+            "gamma_g": _gamma(gamma_g, "gamma_g"),
+            "gamma_b": _gamma(gamma_b, "gamma_b")}
+        self.__dict__["_gamma_variables"] = {}
         _wrap_update_rule(optimizer, self._shrink_update)
         self.inner_optimizer = optimizer
 
     def _gamma_of(self, variable):
+        """The gamma variable of a quadratic variable's group, or None
+        (built optimizers only)."""
         group = quadratic_group(variable)
         if group == GATE:
-            return self.gamma_g
+            return self._gamma_variables["gamma_g"]
         if group == SQUARE:
-            return self.gamma_b
+            return self._gamma_variables["gamma_b"]
         return None
+
+    def _gamma_property(name):  # noqa: N805 - used in the class body
+        def get(self):
+            value = self._gamma_values[name]
+            variable = self._gamma_variables.get(name)
+            if variable is None:
+                return value
+            # the variable's value (restored from a checkpoint, say); the
+            # number it was set from where they agree in float32 (0.3,
+            # not 0.30000001192092896)
+            stored = float(keras.ops.convert_to_numpy(variable))
+            return value if np.float32(value) == np.float32(stored) else (
+                stored)
+
+        def set(self, value):
+            value = _gamma(value, name)
+            self._gamma_values[name] = value
+            variable = self._gamma_variables.get(name)
+            if variable is not None:
+                variable.assign(value)
+
+        return property(get, set, doc=(
+            f"`{name}`, a variable once built: setting it between steps "
+            "(a callback's warm-up of gamma) acts on every backend, and it "
+            "saves and resumes with the optimizer."))
+
+    gamma_g = _gamma_property("gamma_g")
+    gamma_b = _gamma_property("gamma_b")
+    del _gamma_property
 
     def build(self, var_list):
         inner = self.inner_optimizer
-        quadratic = [v for v in var_list if self._gamma_of(v) is not None]
+        quadratic = [v for v in var_list if quadratic_group(v) is not None]
         if inner.built and not _built_on(inner, var_list):
             raise ValueError(
                 "ReLinearOptimizer: the wrapped optimizer was already "
@@ -224,6 +262,10 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
             super().build(var_list)
         finally:
             self.__dict__["_own_options"] = False
+        for name, value in self._gamma_values.items():
+            self._gamma_variables[name] = self.add_variable(
+                shape=(), initializer=keras.initializers.Constant(value),
+                dtype="float32", name=name)
 
     @property
     def variables(self):
@@ -269,11 +311,8 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
     def _shrink_update(self, update_rule, grads, variables, learning_rate):
         """Runs the wrapped optimizer's update rule, then shrinks the steps
         of the quadratic variables."""
-        shrunk = [
-            (v, gamma)
-            for v in variables
-            if (gamma := self._gamma_of(v)) is not None and gamma != 1.0
-        ]
+        shrunk = [(v, gamma) for v in variables
+                  if (gamma := self._gamma_of(v)) is not None]
         # Copies, not views: some optimizers update in place (torch).
         old_values = [ops.copy(v.value) for v, _ in shrunk]
         update_rule(grads, variables, learning_rate)
@@ -282,10 +321,11 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
 
     def _shrink_steps(self, shrunk, old_values):
         def shrink(variable_value, old, gamma):
-            if gamma == 0.0:
-                return old
+            gamma = ops.cast(gamma, variable_value.dtype)
             step = ops.subtract(variable_value, old)
-            return ops.add(old, ops.multiply(step, gamma))
+            # gamma 1 (plain training) keeps the update exactly as it is
+            return ops.where(ops.equal(gamma, 1), variable_value,
+                             ops.add(old, ops.multiply(step, gamma)))
 
         if keras.backend.backend() != "tensorflow":
             for (variable, gamma), old in zip(shrunk, old_values):

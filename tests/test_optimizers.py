@@ -712,3 +712,49 @@ def test_pytorch_sgd_on_bfloat16_variables_computes_in_float32(nesterov):
         buffer, theirs.state[parameter]["momentum_buffer"].float().numpy())
     # 0.9^29 = 0.0471 in exact arithmetic; bfloat16's 0.8984375^29 = 0.0447
     assert abs(buffer[0] - 0.9 ** 29) < 1e-3
+
+
+def test_gammas_changed_between_fits_and_epochs_act_on_every_backend(
+        tmp_path):
+    """Issue #26 item 6: the gammas are variables: a change after a fit, or
+    a callback's gamma warm-up between epochs, acts on JAX and TensorFlow
+    too (whose steps are traced once), and saves with the optimizer."""
+    x, y = random((16, 4)), random((16, 1), 1)
+
+    def quadratic_weights(model):
+        return [to_numpy(w) for w in model.weights
+                if kq.groups.quadratic_group(w) is not None]
+
+    model = keras.Sequential([keras.Input((4,)), kq.QuadraticDense(3),
+                              keras.layers.Dense(1)])
+    optimizer = ReLinearOptimizer(keras.optimizers.SGD(0.1), 0.0, 0.0)
+    model.compile(optimizer, "mse")
+    start = quadratic_weights(model)
+    model.fit(x, y, batch_size=8, verbose=0)
+    for a, b in zip(start, quadratic_weights(model)):
+        np.testing.assert_array_equal(a, b)  # gamma 0: frozen
+    optimizer.gamma_g, optimizer.gamma_b = 1.0, 0.5
+    model.fit(x, y, batch_size=8, verbose=0)
+    moved = quadratic_weights(model)
+    assert all(np.abs(a - b).max() > 0 for a, b in zip(start, moved))
+
+    class WarmUp(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.model.optimizer.gamma_g = self.model.optimizer.gamma_b = (
+                [0.0, 1.0][epoch])
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seen = getattr(self, "seen", []) + [quadratic_weights(
+                self.model)]
+
+    warm_up = WarmUp()
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[warm_up])
+    after_first, after_second = warm_up.seen
+    for a, b in zip(moved, after_first):
+        np.testing.assert_array_equal(a, b)
+    assert all(np.abs(a - b).max() > 0
+               for a, b in zip(after_first, after_second))
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert (loaded.optimizer.gamma_g, loaded.optimizer.gamma_b) == (1.0, 1.0)
