@@ -23,8 +23,8 @@ import threading
 
 if os.environ.get("KERAS_BACKEND", "tensorflow") not in (
         "tensorflow", "jax", "torch"):  # before Keras fails on it
-    print(f"error: KERAS_BACKEND={os.environ['KERAS_BACKEND']!r}: expected "
-          "tensorflow, jax or torch.", file=sys.stderr)
+    print(f"error: KERAS_BACKEND={os.environ['KERAS_BACKEND']!r}: this "
+          "example runs on tensorflow, jax or torch.", file=sys.stderr)
     raise SystemExit(2)
 
 from keras_quadratic.cifar import NUM_CLASSES

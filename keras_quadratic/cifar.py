@@ -652,12 +652,21 @@ def check_backup(out):
         except OSError as error:
             return error
 
+    note = ""
     if os.path.exists(weights):
         error = readable(weights)
         if error and (not os.path.exists(weights + ".bkp")
                       or readable(weights + ".bkp")):
             fail(f"the backup's weights {weights} are damaged ({error}) and "
                  f"cannot be resumed from: {way_out}.")
+        if error:
+            # BackupAndRestore then takes the previous copies: the weights'
+            # and the metadata's (without it, it starts at epoch 0).
+            note = " (its latest weights were damaged: the previous copy)"
+            if not os.path.exists(metadata + ".bkp"):
+                return ("restarting at epoch 0 from the previous weights of "
+                        f"the backup in {backup} (the latest were damaged)")
+            metadata += ".bkp"
     if not os.path.exists(metadata):
         return None
     try:
@@ -666,7 +675,7 @@ def check_backup(out):
     except (ValueError, KeyError, TypeError) as error:
         fail(f"the backup's {metadata} is damaged ({type(error).__name__}: "
              f"{error}) and cannot be resumed from: {way_out}.")
-    return f"resuming after epoch {epoch} from the backup in {backup}"
+    return f"resuming after epoch {epoch} from the backup in {backup}{note}"
 
 
 def epoch_callbacks(out):

@@ -169,10 +169,16 @@ class CUDAGraphTrainStep(keras.callbacks.Callback):
       layers), `keras.optimizers.SGD` on torch (its update reads the
       learning rate on the host: use `kq.optimizers.PyTorchSGD`), loss
       scaling (`mixed_float16`; `mixed_bfloat16` needs none).
-    Something in the step that must change from step to step on the host
-    (a Python number computed from the step count) would be frozen at its
-    recorded value: keep such values in variables, as Keras's schedules
-    and metrics do.
+    Also where a batch holds something other than tensors, and for batch
+    shapes beyond `MAX_GRAPHS`. Python numbers the step reads are frozen
+    at their recorded values: a learning rate (a variable, or a schedule
+    of the step count) and ReLinear's gammas (variables) may change
+    between steps; an optimizer's `momentum` or `nesterov`, Python
+    attributes, may not. Steps that branch on the device with `ops.cond`
+    (`gradient_accumulation_steps`, `ema_overwrite_frequency`,
+    `CosineDecay` with a warm-up) cannot be recorded (the warning says
+    where). With `cudnn_benchmark=True` cuDNN may choose other algorithms
+    than an eager run without it, so results can differ in the last bits.
 
     On JAX and TensorFlow, whose steps Keras already compiles, it does
     nothing. It cannot be combined with `jit_compile=True` (torch.compile).
@@ -230,9 +236,9 @@ class CUDAGraphTrainStep(keras.callbacks.Callback):
         self.fallback_reason = None
         self._eager_step = None
 
-    def _give_up(self, why):
+    def _give_up(self, why, consequence="the training steps run eagerly"):
         self.fallback_reason = why
-        message = f"CUDAGraphTrainStep: {why}; the training steps run eagerly."
+        message = f"CUDAGraphTrainStep: {why}; {consequence}."
         if self.fallback == "raise":
             raise RuntimeError(message)
         warnings.warn(message, stacklevel=3)
@@ -253,11 +259,21 @@ class CUDAGraphTrainStep(keras.callbacks.Callback):
             return
         import torch
 
+        # A fit that raised (Ctrl-C, an error) never reached on_train_end:
+        # its wrapper may still be the model's step. Undo it first.
+        step = self.model.train_function
+        while isinstance(getattr(step, "__self__", None),
+                         CUDAGraphTrainStep):
+            stale = step.__self__
+            step = stale._eager_step
+            torch.backends.cudnn.benchmark = stale._cudnn_benchmark
+            stale._eager_step, stale._shapes = None, {}
         self._shapes = {}
         self._disabled = False
+        self._warned = set()
         self._cudnn_benchmark = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = self.cudnn_benchmark
-        self._eager_step = self.model.train_function
+        self._eager_step = step
         self.model.train_function = self._step
 
     def on_train_end(self, logs=None):
@@ -271,14 +287,25 @@ class CUDAGraphTrainStep(keras.callbacks.Callback):
         self._eager_step = None
         self._shapes = {}  # frees the graphs' memory
 
+    def _note(self, why):
+        """Some steps run eagerly: said once per cause (raised with
+        fallback="raise")."""
+        if why not in self._warned:
+            self._warned.add(why)
+            self._give_up(why, "these training steps run eagerly")
+
     def _step(self, data):
         leaves = keras.tree.flatten(data)
-        key = None if self._disabled else _key(leaves)
+        if self._disabled:
+            return self._eager_step(data)
+        key = _key(leaves)
         if key is None:
+            self._note("a batch holds something other than tensors")
             return self._eager_step(data)
         shape = self._shapes.get(key)
         if shape is None:
             if len(self._shapes) >= MAX_GRAPHS:
+                self._note(f"more than {MAX_GRAPHS} shapes of batch")
                 return self._eager_step(data)
             shape = self._shapes[key] = _Shape()
         if shape.replay is None and shape.steps < self.warmup_steps:
@@ -299,12 +326,15 @@ class CUDAGraphTrainStep(keras.callbacks.Callback):
             except Exception as error:  # noqa: BLE001 - reported, then eager
                 self._disabled = True
                 self._shapes = {}
+                text = str(error).strip().splitlines()[0][:300] if str(
+                    error).strip() else ""
+                waits = any("captur" in str(e).lower()
+                            for e in (error, error.__context__) if e)
                 self._give_up(
                     "the training step could not be recorded as a CUDA "
-                    f"graph ({type(error).__name__}: "
-                    f"{str(error).strip().splitlines()[0][:300]}"
-                    f"{_where(error)}): something in it waits for the GPU "
-                    "(see the class docstring)")
+                    f"graph ({type(error).__name__}: {text}{_where(error)})"
+                    + (": something in it waits for the GPU (see the "
+                       "class docstring)" if waits else ""))
                 return self._eager_step(data)
             self.recorded_graphs += 1
             # The capture recorded the step without running it: run it now.

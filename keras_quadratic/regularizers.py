@@ -169,7 +169,8 @@ def add_weight_decay(model, weight_decay):
     `model.losses`, not of the saved config: call this again on a loaded
     model to train it further with the decay. On a model already compiled
     and trained, it takes effect at the next `fit` on every backend (the
-    model's compiled steps are traced again).
+    model's compiled steps are traced again): pass the compiled model
+    itself, not one of its layers, whose parent's steps it cannot reach.
 
     Args:
         model: a built `keras.Model` (or layer).

@@ -225,3 +225,35 @@ def test_host_overhead_benchmark_runs(capsys):
     torch_host_overhead.main(["--depth", "8", "--steps", "1"])
     out = capsys.readouterr().out
     assert "QResNet8: torch backend" in out and "ResNet8:" in out
+
+
+@torch_only
+def test_a_fit_that_raised_leaves_nothing_behind(stand_in_recording):
+    """A fit stopped by an error never reaches on_train_end: the next fit,
+    with the same callback, starts from the eager step again."""
+
+    class Stop(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 3:
+                raise KeyboardInterrupt
+
+    model = _model()
+    model.make_train_function()
+    eager_function = model.train_function
+    callback = kq.callbacks.CUDAGraphTrainStep(warmup_steps=1)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(model, [callback, Stop()])
+    assert model.train_function != eager_function  # still wrapped
+    _fit(model, [callback])  # no recursion into the stale wrapper
+    assert model.train_function is eager_function
+    assert callback.recorded_graphs == 2
+
+
+@torch_only
+def test_eager_steps_for_too_many_shapes_are_announced(monkeypatch,
+                                                      stand_in_recording):
+    monkeypatch.setattr(cuda_graph, "MAX_GRAPHS", 1)
+    callback = kq.callbacks.CUDAGraphTrainStep(warmup_steps=1)
+    with pytest.warns(UserWarning, match="more than 1 shapes of batch"):
+        _fit(_model(), [callback])
+    assert callback.recorded_graphs == 1
