@@ -210,10 +210,12 @@ def test_relinear_optimizer_moves_only_what_it_should():
         else:
             assert moved == 0, w.path
     metrics = kq.callbacks.relinear_metrics(model)
+    # (the separable layer's parts, keyed by their path inside it)
     assert {"relinear_gate/quadratic_depthwise_conv2d",
-            "relinear_gate/quadratic_separable_conv2d_depthwise",
-            "relinear_gate/quadratic_separable_conv2d_pointwise"} <= set(
-        metrics)
+            "relinear_gate/quadratic_separable_conv2d/"
+            "quadratic_separable_conv2d_depthwise",
+            "relinear_gate/quadratic_separable_conv2d/"
+            "quadratic_separable_conv2d_pointwise"} <= set(metrics)
 
 
 def _all_kwargs_separable():

@@ -17,7 +17,7 @@ NOT_COVERED = {
     "BaseQuadraticDense", "BaseQuadraticDepthwiseConv",
     "BaseQuadraticSeparableConv",
     "quadratic_group", "quadratic_layer_of", "quadratic_layers",
-    "layer_norms", "relinear_metrics", "ReLinear",
+    "layer_norms", "layer_paths", "relinear_metrics", "ReLinear",
 }
 
 
