@@ -129,19 +129,21 @@ def torch_run(args, neuron):
         from keras_quadratic import cifar
 
         tf.config.set_visible_devices([], "GPU")
-        tf.random.set_seed(args.seed)
         data = argparse.Namespace(
             dataset="cifar10", data_dir=args.data_dir, download=True,
             train_split=args.train_split, test_split=args.test_split,
             mock_data=args.mock_data, mock_examples=256)
-        train, test, size = cifar.load_splits(data)
-        steps_per_epoch = max(size // args.batch_size, 1)  # as the example
-        train_ds = cifar.pipeline(train, args.batch_size, True,
-                                    "channels_first", args.seed)
-        test_ds = cifar.pipeline(test, args.batch_size, False,
-                                   "channels_first", args.seed)
-        epoch_of = lambda data, number: (  # noqa: E731
-            (x.numpy(), y.numpy()) for x, y in data)
+        train, test, _ = cifar.load_splits(data)
+        train_ds = cifar.in_memory(train)  # as the example
+        steps_per_epoch = cifar.steps_per_epoch(train_ds, args.batch_size)
+        test_ds = cifar.test_pipeline(test, args.batch_size, "channels_first")
+
+        def epoch_of(data, number):
+            if data is test_ds:
+                return data.as_numpy_iterator()
+            return cifar.training_pipeline(
+                data, args.batch_size, "channels_first", args.seed,
+                number + 1, number).as_numpy_iterator()
     model = ResNet(args.depth, neuron).to(device)
     if args.keras_init == "reference":  # for keras_model, before training
         np.savez(initial_weights_path(args, neuron),

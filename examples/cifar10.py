@@ -35,13 +35,16 @@ from keras_quadratic.cifar import cuda_graph_callbacks
 from keras_quadratic.cifar import epoch_callbacks
 from keras_quadratic.cifar import epoch_timer
 from keras_quadratic.cifar import fail
+from keras_quadratic.cifar import in_memory
 from keras_quadratic.cifar import load_splits
 from keras_quadratic.cifar import pad_to_whole_batches
 from keras_quadratic.cifar import parse_args
-from keras_quadratic.cifar import pipeline
 from keras_quadratic.cifar import plot_curves
 from keras_quadratic.cifar import process_output_dir
 from keras_quadratic.cifar import split_each_batch
+from keras_quadratic.cifar import steps_per_epoch
+from keras_quadratic.cifar import test_pipeline
+from keras_quadratic.cifar import training_pipeline
 
 
 def main(argv=None, extra_callbacks=()):
@@ -83,7 +86,7 @@ def main(argv=None, extra_callbacks=()):
         fail(str(error))
     graph_callbacks = cuda_graph_callbacks(args, backend, device)
     kq.devices.hide_gpus_from_tensorflow()
-    train, test, train_size = load_splits(args, no_download_reason)
+    train, test, _ = load_splits(args, no_download_reason)
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
         keras.config.set_dtype_policy(
@@ -94,25 +97,30 @@ def main(argv=None, extra_callbacks=()):
     if args.batch_size % devices:
         fail(f"--batch-size {args.batch_size} must be a multiple of the "
              f"{devices} devices used.")
-    steps_per_epoch = max(train_size // args.batch_size, 1)
-    train_ds = pipeline(train, args.batch_size, True, data_format, args.seed)
+    train = in_memory(train)
+    steps = steps_per_epoch(train, args.batch_size)
     if topology.processes > 1:
         # Every process splits each global batch with the others, the last
         # one too: padded to a whole batch with examples of weight 0.
         test = pad_to_whole_batches(test, args.batch_size)
-    test_ds = pipeline(test, args.batch_size, False, data_format, args.seed,
-                       whole_batches=topology.processes > 1)
-    if topology.processes > 1:
-        train_ds, test_ds = split_each_batch(train_ds), split_each_batch(
-            test_ds)
+    test_ds = test_pipeline(test, args.batch_size, data_format,
+                            whole_batches=topology.processes > 1)
     num_classes = NUM_CLASSES[args.dataset]
     with topology.scope():
-        model = build_and_compile(args, steps_per_epoch, num_classes,
+        model = build_and_compile(args, steps, num_classes,
                                   data_format)
 
     check_momentum_rule(args.output_dir, args.sgd, topology.is_chief)
     out = process_output_dir(args.output_dir, topology)
-    resuming = check_backup(out)
+    initial_epoch, resuming = check_backup(out)
+    # The batches from the epoch the backup resumes at: each epoch's order
+    # and augmentation follow from the seed and the epoch alone, so a
+    # resumed run goes on as the uninterrupted one would have.
+    train_ds = training_pipeline(train, args.batch_size, data_format,
+                                 args.seed, args.epochs, initial_epoch)
+    if topology.processes > 1:
+        train_ds, test_ds = split_each_batch(train_ds), split_each_batch(
+            test_ds)
     if topology.is_chief:
         print(f"outputs: {os.path.abspath(args.output_dir)}"
               + (f"; {resuming}" if resuming else ""), flush=True)
@@ -128,12 +136,12 @@ def main(argv=None, extra_callbacks=()):
         ]
         print(f"{model.name}: {model.count_params():,} parameters, backend "
               f"{backend}, {devices} device(s) in {topology.processes} "
-              f"process(es), {steps_per_epoch} steps/epoch")
+              f"process(es), {steps} steps/epoch")
         try:
             model.fit(train_ds, validation_data=test_ds, epochs=args.epochs,
-                      callbacks=callbacks,
+                      steps_per_epoch=steps, callbacks=callbacks,
                       verbose=args.verbose if topology.is_chief else 0,
-                      shuffle=False)  # tf.data shuffles
+                      shuffle=False)  # the pipeline shuffles
         except KeyboardInterrupt:
             print(f"\ninterrupted: run the same command again to resume "
                   f"from the last completed epoch (the backup in "

@@ -29,8 +29,11 @@ import os
 
 from keras_quadratic.cifar import NUM_CLASSES
 from keras_quadratic.cifar import add_data_args
+from keras_quadratic.cifar import in_memory
 from keras_quadratic.cifar import load_splits
-from keras_quadratic.cifar import pipeline
+from keras_quadratic.cifar import steps_per_epoch
+from keras_quadratic.cifar import test_pipeline
+from keras_quadratic.cifar import training_pipeline
 
 
 def parse_args(argv=None):
@@ -128,15 +131,16 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     train, test, _ = load_splits(args)
     data_format = keras.config.image_data_format()
-    test_ds = pipeline(test, args.batch_size, False, data_format, args.seed)
+    test_ds = test_pipeline(test, args.batch_size, data_format)
+    train = in_memory(train)
+    steps = steps_per_epoch(train, args.batch_size)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-    def train_ds():
-        # Reseeded and rebuilt for each run: the same shuffles and
-        # augmentations in the same order for the control and the
-        # quadratic model.
-        keras.utils.set_random_seed(args.seed)
-        return pipeline(train, args.batch_size, True, data_format, args.seed)
+    def train_ds(epochs):
+        # The same batches in the same order for every run: the control and
+        # the quadratic models see the same shuffles and augmentations.
+        return training_pipeline(train, args.batch_size, data_format,
+                                 args.seed, epochs)
 
     if args.model:
         conventional = keras.saving.load_model(args.model)
@@ -152,7 +156,8 @@ def main(argv=None):
             loss, metrics=["accuracy"])
         print(f"Training {conventional.name} for {args.pretrain_epochs} "
               "epoch(s)")
-        conventional.fit(train_ds(), epochs=args.pretrain_epochs,
+        conventional.fit(train_ds(args.pretrain_epochs),
+                         epochs=args.pretrain_epochs, steps_per_epoch=steps,
                          verbose=args.verbose, shuffle=False)
     _, before = conventional.evaluate(test_ds, verbose=0)
 
@@ -163,7 +168,8 @@ def main(argv=None):
 
     def fine_tune(model, callbacks=()):
         model.compile(optimizer(), loss, metrics=["accuracy"])
-        history = model.fit(train_ds(), validation_data=test_ds,
+        history = model.fit(train_ds(args.epochs), validation_data=test_ds,
+                            steps_per_epoch=steps,
                             epochs=args.epochs, verbose=args.verbose,
                             shuffle=False, callbacks=list(callbacks))
         return ([float(a) for a in history.history["val_accuracy"]],

@@ -6,9 +6,11 @@
   weight decay 1e-4, batch 128, lr 0.1 divided by 10 at 50% and 75% of the
   epochs.
 - Data: `load_splits` (tensorflow-datasets, with an offline machine told
-  what to do within seconds), `pipeline` (tf.data over cached uint8
-  images, the original's augmentation on whole batches, the per-channel
-  normalization).
+  what to do within seconds), `training_pipeline` (tf.data over the uint8
+  images in memory: each epoch's order and the original's augmentation,
+  on whole batches, drawn from the seed and the epoch, so that a resumed
+  run goes on as an uninterrupted one), `test_pipeline`; both normalize
+  per channel.
 - The model and optimizer (`build_and_compile`, `learning_rate_schedule`),
   callbacks, resuming (`check_momentum_rule`, `process_output_dir`) and
   curves (`plot_curves`).
@@ -393,68 +395,107 @@ def split_each_batch(dataset):
     return dataset.with_options(options)
 
 
-def pipeline(dataset, batch_size, training, data_format, seed,
-             whole_batches=False):
-    """tf.data over (uint8 image, label) pairs: caches the uint8 images
-    (a quarter of float32's bytes), shuffles, batches, then works on whole
-    batches: for training a random crop from the image zero-padded by 4
-    pixels and a random horizontal flip (each image its own), then the
-    per-channel normalization; prefetches."""
+def in_memory(dataset):
+    """A split of (uint8 image, label) pairs as two tensors (CIFAR-10's
+    50,000 training images take 150 MB): what `training_pipeline` shuffles
+    by index."""
     import tensorflow as tf
 
-    dataset = dataset.cache()
-    if training:
-        dataset = dataset.shuffle(10_000, seed=seed)
-    # (whole batches have a static batch size: what Keras's sharding over
-    # processes reads)
-    dataset = dataset.batch(batch_size,
-                            drop_remainder=training or whole_batches)
+    size = int(dataset.cardinality())
+    if size < 0:
+        size = sum(1 for _ in dataset)
+    if size == 0:
+        fail("the training split is empty.")
+    images, labels = dataset.batch(size).get_single_element()
+    return tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
 
-    if training:
-        # The crops and flips are drawn here, in batch order (a sequential
-        # map), so that the seed fixes them; a random op in the parallel map
-        # below would draw in whatever order its threads run.
-        dataset = dataset.map(
-            lambda images, labels: (images, labels,
-                                    augmentation_draws(images)))
 
-        def prepare_training(images, labels, draws):
-            images = augment_batch(images, draws=draws)
-            return normalize_batch(images, data_format), labels
+def steps_per_epoch(examples, batch_size):
+    """The whole batches of `batch_size` in `in_memory`'s examples: an
+    epoch of `training_pipeline`."""
+    size = int(examples[0].shape[0])
+    if size < batch_size:
+        fail(f"--batch-size {batch_size} is more than the {size} training "
+             "examples.")
+    return size // batch_size
 
-        prepare = prepare_training
-    else:
-        def prepare_test(images, labels, *weights):
-            return (normalize_batch(images, data_format), labels, *weights)
 
-        prepare = prepare_test
+def training_pipeline(examples, batch_size, data_format, seed, epochs,
+                      initial_epoch=0):
+    """tf.data of the training batches of epochs `initial_epoch` to
+    `epochs - 1`, one after the other, for `model.fit(...,
+    steps_per_epoch=steps_per_epoch(examples, batch_size))`; `examples` is
+    `in_memory`'s (images, labels).
 
-    return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+    Epoch e's order is a permutation of the whole split drawn from
+    (`seed`, e) alone, and each batch's random crops (of the image
+    zero-padded by 4 pixels) and horizontal flips from (`seed`, its step):
+    a run resumed at epoch e (`initial_epoch=e`) sees the batches an
+    uninterrupted run sees from epoch e on. The last partial batch of an
+    epoch is dropped. Then the per-channel normalization; prefetched."""
+    import tensorflow as tf
+
+    images, labels = examples
+    size = int(images.shape[0])
+    steps = steps_per_epoch(examples, batch_size)
+    order_key = tf.constant([seed, 0], tf.int64)
+    draws_key = tf.constant([seed, 1], tf.int64)
+
+    @tf.autograph.experimental.do_not_convert  # (no Python control flow)
+    def batch_of_step(step):
+        epoch = step // steps
+        positions = (step % steps) * batch_size + tf.range(batch_size, dtype=tf.int64)
+        order = tf.random.experimental.index_shuffle(
+            positions, tf.random.experimental.stateless_fold_in(
+                order_key, epoch), size - 1)
+        draws_seed = tf.random.experimental.stateless_fold_in(draws_key, step)
+        batch_images = augment_batch(tf.gather(images, order), draws_seed)
+        return (normalize_batch(batch_images, data_format),
+                tf.gather(labels, order))
+
+    return tf.data.Dataset.range(initial_epoch * steps, epochs * steps).map(
+        batch_of_step, num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def test_pipeline(dataset, batch_size, data_format, whole_batches=False):
+    """tf.data of the test batches of (uint8 image, label[, weight])
+    examples, in their order: cached uint8 images (a quarter of float32's
+    bytes), batched, normalized per channel, prefetched. `whole_batches`
+    drops a last partial batch (a static batch size, what Keras's sharding
+    over processes reads)."""
+    import tensorflow as tf
+
+    def prepare(images, labels, *weights):
+        return (normalize_batch(images, data_format), labels, *weights)
+
+    return dataset.cache().batch(
+        batch_size, drop_remainder=whole_batches).map(
+        prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
         tf.data.AUTOTUNE)
 
 
-def augmentation_draws(images, padding=4):
-    """A random crop offset (rows, columns) and a random horizontal flip for
-    each image of a batch."""
+def augmentation_draws(batch, seed, padding=4):
+    """A crop offset (rows, columns) and a horizontal flip for each of
+    `batch` images, drawn from the stateless `seed` (shape [2])."""
     import tensorflow as tf
 
-    batch = tf.shape(images)[0]
-    offsets = tf.random.uniform((batch, 2), 0, 2 * padding + 1,
-                                dtype=tf.int32)
-    return offsets, tf.random.uniform((batch, 1)) < 0.5
+    offsets_seed, flip_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 2))
+    offsets = tf.random.stateless_uniform(
+        (batch, 2), offsets_seed, 0, 2 * padding + 1, dtype=tf.int32)
+    return offsets, tf.random.stateless_uniform((batch, 1), flip_seed) < 0.5
 
 
-def augment_batch(images, padding=4, draws=None):
+def augment_batch(images, seed, padding=4):
     """Random crop of each image after zero padding (black, as the original
     pads the uint8 image) and random horizontal flip, vectorized over a
-    batch of channels_last images; `draws` are `augmentation_draws`'s
-    (drawn here when None)."""
+    batch of channels_last images, drawn from the stateless `seed`."""
     import tensorflow as tf
 
-    offsets, flip = (augmentation_draws(images, padding) if draws is None
-                     else draws)
     shape = tf.shape(images)
     height, width = shape[1], shape[2]
+    offsets, flip = augmentation_draws(shape[0], seed, padding)
     padded = tf.pad(images, [[0, 0], [padding, padding],
                              [padding, padding], [0, 0]])
     rows = offsets[:, :1] + tf.range(height)[None]
@@ -629,8 +670,9 @@ def cuda_graph_callbacks(args, backend, device):
 
 
 def check_backup(out):
-    """What `out`'s backup (keras.callbacks.BackupAndRestore's, in
-    `out/backup`) resumes: a line to print, or None when there is none. A
+    """Where `out`'s backup (keras.callbacks.BackupAndRestore's, in
+    `out/backup`) resumes: (the epoch fit starts at, a line to print), or
+    (0, None) when there is none. A
     damaged backup (a truncated weights file with no intact previous copy,
     unreadable metadata) ends the run at once with the file named and the
     way out, rather than a raw error from inside `fit`."""
@@ -664,18 +706,20 @@ def check_backup(out):
             # and the metadata's (without it, it starts at epoch 0).
             note = " (its latest weights were damaged: the previous copy)"
             if not os.path.exists(metadata + ".bkp"):
-                return ("restarting at epoch 0 from the previous weights of "
-                        f"the backup in {backup} (the latest were damaged)")
+                return 0, ("restarting at epoch 0 from the previous weights "
+                           f"of the backup in {backup} (the latest were "
+                           "damaged)")
             metadata += ".bkp"
     if not os.path.exists(metadata):
-        return None
+        return 0, None
     try:
         with open(metadata) as f:
             epoch = int(json.load(f)["epoch"])
     except (ValueError, KeyError, TypeError) as error:
         fail(f"the backup's {metadata} is damaged ({type(error).__name__}: "
              f"{error}) and cannot be resumed from: {way_out}.")
-    return f"resuming after epoch {epoch} from the backup in {backup}{note}"
+    return epoch, (f"resuming after epoch {epoch} from the backup in "
+                   f"{backup}{note}")
 
 
 def epoch_callbacks(out):

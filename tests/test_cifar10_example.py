@@ -76,6 +76,19 @@ def test_resume_after_interruption(tmp_path, capsys):
     assert _epochs_logged(out) == [0, 1, 2]  # epoch 2 only, nothing redone
     assert summary["steps"] == 6  # the optimizer state came back too
     assert not os.path.exists(os.path.join(out, "backup"))
+    # Issue #26 item 13: the same continuation as an uninterrupted run (the
+    # same data order and augmentation in epoch 2 from the seed alone)
+    whole = cifar10.main(SMALL + ["--epochs", "3", "--output-dir",
+                                  str(tmp_path / "whole")])
+    assert summary["test_loss"] == pytest.approx(whole["test_loss"],
+                                                 rel=1e-5, abs=1e-6)
+    with open(os.path.join(out, "log.csv")) as f:
+        resumed_log = list(csv.DictReader(f))
+    with open(tmp_path / "whole" / "log.csv") as f:
+        whole_log = list(csv.DictReader(f))
+    for resumed_row, whole_row in zip(resumed_log, whole_log):
+        assert float(resumed_row["loss"]) == pytest.approx(
+            float(whole_row["loss"]), rel=1e-5)
 
 
 def _closed_port():
@@ -241,7 +254,7 @@ def test_test_pipeline_normalizes_as_per_image_reference(data_format):
     import numpy as np
 
     images, labels, dataset = _uint8_dataset()
-    batches = list(cifar.pipeline(dataset, 8, False, data_format, 0))
+    batches = list(cifar.test_pipeline(dataset, 8, data_format))
     assert [len(y) for _, y in batches] == [8, 8, 4]  # nothing dropped
     x = np.concatenate([b.numpy() for b, _ in batches])
     y = np.concatenate([b.numpy() for _, b in batches])
@@ -260,7 +273,11 @@ def test_augmentation_crops_the_zero_padded_image_and_flips():
 
     images, _, _ = _uint8_dataset(n=64)
     images = np.maximum(images, 1)  # so that the padding shows as zeros
-    out = cifar.augment_batch(tf.constant(images)).numpy()
+    out = cifar.augment_batch(tf.constant(images), [7, 0]).numpy()
+    again = cifar.augment_batch(tf.constant(images), [7, 0]).numpy()
+    np.testing.assert_array_equal(out, again)  # the seed fixes the draws
+    assert not np.array_equal(
+        out, cifar.augment_batch(tf.constant(images), [7, 1]).numpy())
     assert out.shape == images.shape and out.dtype == np.uint8
     padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
     offsets, flips = set(), 0
@@ -276,6 +293,44 @@ def test_augmentation_crops_the_zero_padded_image_and_flips():
         flips += matches[0][2]
     assert len(offsets) > 10  # each image its own offset
     assert 10 < flips < 54
+
+
+def test_training_epochs_are_seeded_permutations_resumable_at_any_epoch():
+    """Issue #26 item 13: each epoch is a permutation of the split (the last
+    partial batch dropped) drawn from the seed and the epoch, and so are
+    its augmentations: the batches from epoch e on are the same whether
+    the pipeline starts at epoch 0 or at e."""
+    import numpy as np
+
+    import tensorflow as tf
+
+    images, _, _ = _uint8_dataset(n=20)
+    # each example named by its label
+    examples = cifar.in_memory(tf.data.Dataset.from_tensor_slices(
+        (images, np.arange(20))))
+    assert cifar.steps_per_epoch(examples, 8) == 2
+
+    def batches(seed, epochs, initial_epoch=0):
+        return [(x, y) for x, y in cifar.training_pipeline(
+            examples, 8, "channels_last", seed, epochs,
+            initial_epoch).as_numpy_iterator()]
+
+    run = batches(0, 3)
+    assert [len(y) for _, y in run] == [8] * 6
+    orders = [np.concatenate([y for _, y in run[2 * e:2 * e + 2]])
+              for e in range(3)]
+    for order in orders:  # 16 distinct examples of the 20
+        assert len(set(order)) == 16
+    assert len({tuple(order) for order in orders}) == 3  # reshuffled
+    resumed = batches(0, 3, initial_epoch=1)
+    assert len(resumed) == 4
+    for (x, y), (rx, ry) in zip(run[2:], resumed):
+        np.testing.assert_array_equal(ry, y)
+        np.testing.assert_array_equal(rx, x)  # the same augmentations
+    other = batches(1, 1)
+    assert not np.array_equal(other[0][1], run[0][1])
+    with pytest.raises(SystemExit):
+        cifar.steps_per_epoch(examples, 21)
 
 
 @pytest.mark.parametrize("style", ["coupled", "decoupled"])
@@ -405,12 +460,13 @@ def test_a_damaged_backup_is_named_with_the_way_out(tmp_path, capsys):
 
     out = str(tmp_path)
     backup = tmp_path / "backup"
-    assert cifar.check_backup(out) is None
+    assert cifar.check_backup(out) == (0, None)
     backup.mkdir()
     metadata, weights = (backup / "training_metadata.json",
                          backup / "latest.weights.h5")
     metadata.write_text('{"epoch": 2, "batch": 0}')
-    assert cifar.check_backup(out).startswith("resuming after epoch 2")
+    epoch, line = cifar.check_backup(out)
+    assert epoch == 2 and line.startswith("resuming after epoch 2")
     for damaged, content in ((metadata, ""), (weights, "not hdf5")):
         damaged.write_text(content)
         with pytest.raises(SystemExit) as exit_:
@@ -423,9 +479,11 @@ def test_a_damaged_backup_is_named_with_the_way_out(tmp_path, capsys):
     # the previous metadata (without it, to epoch 0)
     with h5py.File(str(weights) + ".bkp", "w"):
         pass
-    assert cifar.check_backup(out).startswith("restarting at epoch 0")
+    epoch, line = cifar.check_backup(out)
+    assert epoch == 0 and line.startswith("restarting at epoch 0")
     (backup / "training_metadata.json.bkp").write_text('{"epoch": 1}')
-    assert cifar.check_backup(out).startswith("resuming after epoch 1")
+    epoch, line = cifar.check_backup(out)
+    assert epoch == 1 and line.startswith("resuming after epoch 1")
 
 
 def test_sigint_stops_a_run_and_leaves_the_backup(tmp_path):
