@@ -517,3 +517,8 @@ def test_sigint_stops_a_run_and_leaves_the_backup(tmp_path):
     assert process.returncode == 130, err[-2000:]
     assert "interrupted: run the same command again to resume" in err
     assert (out / "backup" / "training_metadata.json").exists()
+    # Issue #26 item 15: TensorFlow's start-up lines (absl's, oneDNN's)
+    # once each at most, on any backend
+    startup = [line.split("] ", 1)[-1] for line in err.splitlines()
+               if "absl::InitializeLog" in line or "oneDNN" in line]
+    assert len(startup) == len(set(startup)), startup
