@@ -9,8 +9,10 @@ the eager path's progress.
 
     python benchmarks/torch_host_overhead.py
 
-prints the median milliseconds per step of each and their ratio. It runs
-on the torch backend whatever KERAS_BACKEND says.
+prints the median milliseconds per step of each, their ratio, and the
+torch operators each step calls (counted by torch.profiler: a figure that
+does not vary from run to run; each is at least one kernel on a GPU). It
+runs on the torch backend whatever KERAS_BACKEND says.
 """
 
 import argparse
@@ -48,6 +50,26 @@ def keras_step(depth, neuron, batch, size):
     return lambda: model.train_function(data)
 
 
+def operators_per_step(step):
+    """The torch operators (`aten::` calls, outermost only: those a step
+    dispatches itself) of one call of `step`."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as trace:
+        step()
+    events = [e for e in trace.events() if e.name.startswith("aten::")]
+    # an operator called inside another's interval is part of that one
+    events.sort(key=lambda e: (e.time_range.start, -e.time_range.end))
+    count, end = 0, -1
+    for event in events:
+        if event.time_range.start >= end:
+            count += 1
+            end = event.time_range.end
+    return count
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--depth", type=int, default=20)
@@ -66,19 +88,23 @@ def main(argv=None):
     for neuron in ("quadratic", "linear"):
         reference, _ = training_step(args.depth, neuron, args.batch,
                                      image_size=args.size)
-        keras_ms = 1000 * time_steps(
-            keras_step(args.depth, neuron, args.batch, args.size),
-            steps=args.steps)
+        step = keras_step(args.depth, neuron, args.batch, args.size)
+        keras_ms = 1000 * time_steps(step, steps=args.steps)
         torch_ms = 1000 * time_steps(reference, steps=args.steps)
+        keras_ops = operators_per_step(step)
+        torch_ops = operators_per_step(reference)
         rows.append({"model": f"{'Q' if neuron == 'quadratic' else ''}"
                      f"ResNet{args.depth}", "batch": args.batch,
                      "image_size": args.size, "threads": args.threads,
                      "keras_ms": round(keras_ms, 2),
                      "torch_ms": round(torch_ms, 2),
-                     "ratio": round(keras_ms / torch_ms, 2)})
-        print(f"{rows[-1]['model']}: torch backend {keras_ms:.1f} ms/step, "
-              f"plain PyTorch {torch_ms:.1f} ms/step: "
-              f"{keras_ms / torch_ms:.2f}x", flush=True)
+                     "ratio": round(keras_ms / torch_ms, 2),
+                     "keras_operators": keras_ops,
+                     "torch_operators": torch_ops})
+        print(f"{rows[-1]['model']}: torch backend {keras_ms:.1f} ms/step "
+              f"({keras_ops} operators), plain PyTorch {torch_ms:.1f} "
+              f"ms/step ({torch_ops}): {keras_ms / torch_ms:.2f}x",
+              flush=True)
     print(json.dumps(rows))
 
 

@@ -75,6 +75,43 @@ def _wrap_update_rule(optimizer, shrink_update):
     optimizer._backend_update_step = backend_update_step
 
 
+def _shrink_update_torch(update_rule, grads, variables, learning_rate,
+                         shrunk):
+    """`ReLinearOptimizer._shrink_update` on torch, fused over the float32
+    and float64 variables as torch.optim's foreach paths are (one launch
+    per operation, not several per variable): the old values copied, the
+    update, then torch.lerp(old, new, gamma), which is old + gamma * (new -
+    old) for gamma < 0.5 (the other backends' arithmetic) and exactly the
+    new value for gamma 1, copied back. The gammas stay device tensors (no
+    host sync, and a CUDA graph reads their current values). 16-bit
+    variables take the other backends' path (a 16-bit gamma would round)."""
+    import torch
+
+    wide = [(v, gamma) for v, gamma in shrunk
+            if v.dtype in ("float32", "float64")]
+    narrow = [(v, gamma) for v, gamma in shrunk
+              if v.dtype not in ("float32", "float64")]
+    values = [v.value for v, _ in wide]
+    with torch.no_grad():
+        old_values = [torch.empty_like(value) for value in values]
+        if values:
+            torch._foreach_copy_(old_values, values)
+        narrow_old_values = [ops.copy(v.value) for v, _ in narrow]
+        update_rule(grads, variables, learning_rate)
+        if values:
+            gammas = {}
+            for (_, gamma), value in zip(wide, values):
+                if (id(gamma), value.dtype) not in gammas:
+                    gammas[(id(gamma), value.dtype)] = gamma.value.to(
+                        value.dtype)
+            torch._foreach_lerp_(
+                old_values, values,
+                [gammas[(id(gamma), value.dtype)]
+                 for (_, gamma), value in zip(wide, values)])
+            torch._foreach_copy_(values, old_values)
+    return narrow, narrow_old_values
+
+
 def _exclude_from_weight_decay(optimizer, variables):
     """Adds `variables` to the optimizer's weight-decay exclusions, keeping
     the user's own, built or not (the public `exclude_from_weight_decay()`
@@ -313,9 +350,13 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
         of the quadratic variables."""
         shrunk = [(v, gamma) for v in variables
                   if (gamma := self._gamma_of(v)) is not None]
-        # Copies, not views: some optimizers update in place (torch).
-        old_values = [ops.copy(v.value) for v, _ in shrunk]
-        update_rule(grads, variables, learning_rate)
+        if shrunk and keras.backend.backend() == "torch":
+            shrunk, old_values = _shrink_update_torch(
+                update_rule, grads, variables, learning_rate, shrunk)
+        else:
+            # Copies, not views: some optimizers update in place (torch).
+            old_values = [ops.copy(v.value) for v, _ in shrunk]
+            update_rule(grads, variables, learning_rate)
         if shrunk:
             self._shrink_steps(shrunk, old_values)
 
@@ -621,7 +662,8 @@ class PyTorchSGD(keras.optimizers.SGD):
                 return
         with torch.no_grad():
             variables = [v.value for v in trainable_variables]
-            grads = [g.to(v.dtype) for g, v in zip(grads, variables)]
+            grads = [g if g.dtype == v.dtype else g.to(v.dtype)
+                     for g, v in zip(grads, variables)]
             directions = grads
             if self.momentum != 0:
                 buffers = [

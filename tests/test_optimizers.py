@@ -758,3 +758,30 @@ def test_gammas_changed_between_fits_and_epochs_act_on_every_backend(
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert (loaded.optimizer.gamma_g, loaded.optimizer.gamma_b) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.01, 0.3, 1.0])
+def test_the_shrink_is_old_plus_gamma_times_the_step_exactly(gamma):
+    """float32 variables end at old + gamma * (new - old) as NumPy computes
+    it in float32 (new: the unwrapped optimizer's result), bit for bit, the
+    fused torch path included; gamma 1 leaves the update as it is."""
+    def layer_and_variables():
+        keras.utils.set_random_seed(0)
+        layer = kq.QuadraticDense(5)
+        layer.build((None, 4))
+        return layer.trainable_variables
+
+    wrapped, plain = layer_and_variables(), layer_and_variables()
+    olds = [to_numpy(v) for v in wrapped]
+    grads = [keras.ops.convert_to_tensor(random(v.shape, i))
+             for i, v in enumerate(wrapped)]
+    ReLinearOptimizer(keras.optimizers.SGD(0.1, momentum=0.9), gamma,
+                      gamma).apply(grads, wrapped)
+    keras.optimizers.SGD(0.1, momentum=0.9).apply(grads, plain)
+    for v, p, old in zip(wrapped, plain, olds):
+        new = to_numpy(p)
+        expected = new
+        if v.path.split("/")[-1] in GROUPS and gamma != 1.0:
+            expected = old + np.float32(gamma) * (new - old)
+        assert expected.dtype == np.float32
+        np.testing.assert_array_equal(to_numpy(v), expected, v.path)
