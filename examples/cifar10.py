@@ -139,7 +139,7 @@ def main(argv=None, extra_callbacks=()):
         fail(f"--batch-size {args.batch_size} must be a multiple of the "
              f"{devices} devices used.")
     train = in_memory(train)
-    steps = steps_per_epoch(train, args.batch_size)
+    steps = steps_per_epoch(train, args.batch_size, args.steps_per_execution)
     if topology.processes > 1:
         # Every process splits each global batch with the others, the last
         # one too: padded to a whole batch with examples of weight 0.
@@ -154,6 +154,11 @@ def main(argv=None, extra_callbacks=()):
     check_momentum_rule(args.output_dir, args.sgd, topology.is_chief)
     out = process_output_dir(args.output_dir, topology)
     initial_epoch, resuming = check_backup(out)
+    if initial_epoch >= args.epochs:
+        fail(f"--epochs {args.epochs}: the backup in "
+             f"{os.path.join(args.output_dir, 'backup')} has completed "
+             f"{initial_epoch} epochs already; pass more --epochs to go on, "
+             "or delete the backup to start over.")
     # The batches from the epoch the backup resumes at: each epoch's order
     # and augmentation follow from the seed and the epoch alone, so a
     # resumed run goes on as the uninterrupted one would have.

@@ -410,14 +410,24 @@ def in_memory(dataset):
     return tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
 
 
-def steps_per_epoch(examples, batch_size):
+def steps_per_epoch(examples, batch_size, steps_per_execution=1):
     """The whole batches of `batch_size` in `in_memory`'s examples: an
-    epoch of `training_pipeline`."""
+    epoch of `training_pipeline`. With `steps_per_execution`, a multiple of
+    it (Keras takes that many batches per call: otherwise an epoch would
+    take batches of the next, and a resumed run would start elsewhere)."""
     size = int(examples[0].shape[0])
     if size < batch_size:
         fail(f"--batch-size {batch_size} is more than the {size} training "
              "examples.")
-    return size // batch_size
+    steps = size // batch_size
+    if steps % steps_per_execution:
+        divisors = [d for d in range(1, steps + 1) if steps % d == 0]
+        nearest = sorted(divisors,
+                         key=lambda d: abs(d - steps_per_execution))[:2]
+        fail(f"--steps-per-execution {steps_per_execution} must divide the "
+             f"{steps} steps of an epoch (e.g. "
+             f"{' or '.join(map(str, sorted(nearest)))}).")
+    return steps
 
 
 def training_pipeline(examples, batch_size, data_format, seed, epochs,

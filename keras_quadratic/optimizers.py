@@ -75,40 +75,54 @@ def _wrap_update_rule(optimizer, shrink_update):
     optimizer._backend_update_step = backend_update_step
 
 
+def _in_stateless_scope():
+    """Whether variable assignments are being recorded (`stateless_apply`)
+    rather than made."""
+    from keras.src.backend import in_stateless_scope
+
+    return in_stateless_scope()
+
+
 def _shrink_update_torch(update_rule, grads, variables, learning_rate,
                          shrunk):
     """`ReLinearOptimizer._shrink_update` on torch, fused over the float32
-    and float64 variables as torch.optim's foreach paths are (one launch
-    per operation, not several per variable): the old values copied, the
-    update, then torch.lerp(old, new, gamma), which is old + gamma * (new -
-    old) for gamma < 0.5 (the other backends' arithmetic) and exactly the
-    new value for gamma 1, copied back. The gammas stay device tensors (no
-    host sync, and a CUDA graph reads their current values). 16-bit
-    variables take the other backends' path (a 16-bit gamma would round)."""
+    and float64 variables as torch.optim's foreach paths are (a handful of
+    launches per gamma, not several per variable): the old values copied,
+    the update, then old + gamma * (new - old), with the new value itself
+    where gamma is 1, computed as the other backends compute it (the same
+    roundings) and copied in place. The gammas stay device tensors (no host
+    sync, and a CUDA graph reads their current values). Returns what is
+    left for the generic path: the 16-bit variables (a 16-bit gamma would
+    round) and their old values."""
     import torch
 
     wide = [(v, gamma) for v, gamma in shrunk
             if v.dtype in ("float32", "float64")]
     narrow = [(v, gamma) for v, gamma in shrunk
               if v.dtype not in ("float32", "float64")]
-    values = [v.value for v, _ in wide]
     with torch.no_grad():
-        old_values = [torch.empty_like(value) for value in values]
-        if values:
-            torch._foreach_copy_(old_values, values)
+        old_values = [torch.empty_like(v.value) for v, _ in wide]
+        if wide:
+            torch._foreach_copy_(old_values, [v.value for v, _ in wide])
         narrow_old_values = [ops.copy(v.value) for v, _ in narrow]
         update_rule(grads, variables, learning_rate)
-        if values:
-            gammas = {}
-            for (_, gamma), value in zip(wide, values):
-                if (id(gamma), value.dtype) not in gammas:
-                    gammas[(id(gamma), value.dtype)] = gamma.value.to(
-                        value.dtype)
-            torch._foreach_lerp_(
-                old_values, values,
-                [gammas[(id(gamma), value.dtype)]
-                 for (_, gamma), value in zip(wide, values)])
-            torch._foreach_copy_(values, old_values)
+        groups = {}
+        for (variable, gamma), old in zip(wide, old_values):
+            group = groups.setdefault((id(gamma), variable.dtype),
+                                      (gamma, [], []))
+            group[1].append(variable.value)  # (the updated tensors)
+            group[2].append(old)
+        for gamma, new_values, shrunk_values in groups.values():
+            gamma = gamma.value.to(new_values[0].dtype)
+            is_one = torch.eq(gamma, 1).to(gamma.dtype)
+            steps = torch._foreach_sub(new_values, shrunk_values)
+            torch._foreach_mul_(steps, gamma)
+            torch._foreach_add_(shrunk_values, steps)
+            # shrunk * (gamma != 1) + new * (gamma == 1): exactly one of them
+            torch._foreach_mul_(shrunk_values, torch.sub(1, is_one))
+            torch._foreach_add_(shrunk_values,
+                                torch._foreach_mul(new_values, is_one))
+            torch._foreach_copy_(new_values, shrunk_values)
     return narrow, narrow_old_values
 
 
@@ -350,7 +364,8 @@ class ReLinearOptimizer(keras.optimizers.Optimizer):
         of the quadratic variables."""
         shrunk = [(v, gamma) for v in variables
                   if (gamma := self._gamma_of(v)) is not None]
-        if shrunk and keras.backend.backend() == "torch":
+        if (shrunk and keras.backend.backend() == "torch"
+                and not _in_stateless_scope()):
             shrunk, old_values = _shrink_update_torch(
                 update_rule, grads, variables, learning_rate, shrunk)
         else:

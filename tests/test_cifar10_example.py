@@ -69,7 +69,12 @@ def test_resume_after_interruption(tmp_path, capsys):
         cifar10.main(args + ["--sgd", "keras"])
     assert exit_.value.code == 2
     assert _epochs_logged(out) == [0, 1]
+    # fewer epochs than the backup has done: nothing to train
     capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        cifar10.main(SMALL + ["--epochs", "2", "--output-dir", out])
+    assert exit_.value.code == 2
+    assert "has completed 2 epochs already" in capsys.readouterr().err
     summary = cifar10.main(args)
     assert (f"outputs: {out}; resuming after epoch 2 from the backup in "
             f"{os.path.join(out, 'backup')}") in capsys.readouterr().out
@@ -213,6 +218,22 @@ def test_distribute_timeout_needs_distribute(tmp_path, capsys):
     assert ("--distribute-timeout is for --distribute alone"
             in capsys.readouterr().err)
     assert not os.listdir(tmp_path)
+
+
+def test_steps_per_execution_must_divide_an_epoch(capsys):
+    """Otherwise Keras's calls would take batches of the next epoch (and a
+    resumed run would start elsewhere than the uninterrupted one)."""
+    import numpy as np
+    import tensorflow as tf
+
+    examples = cifar.in_memory(tf.data.Dataset.from_tensor_slices(
+        (np.zeros((28, 32, 32, 3), "uint8"), np.arange(28))))
+    assert cifar.steps_per_epoch(examples, 4, 7) == 7
+    with pytest.raises(SystemExit) as exit_:
+        cifar.steps_per_epoch(examples, 4, 2)
+    assert exit_.value.code == 2
+    assert ("--steps-per-execution 2 must divide the 7 steps of an epoch "
+            "(e.g. 1 or 7)") in capsys.readouterr().err
 
 
 def test_steps_per_execution_and_jit_compile(tmp_path, capsys):

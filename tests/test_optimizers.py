@@ -436,6 +436,12 @@ def test_keras_internals_used_by_relinear():
         optimizer._exclude_from_weight_decay_cache = {}
         assert not optimizer._use_weight_decay(variables[0])
         assert optimizer._use_weight_decay(variables[1])
+    # the fused torch shrink steps aside where assignments are recorded
+    from keras_quadratic.optimizers import _in_stateless_scope
+
+    assert not _in_stateless_scope()
+    with keras.StatelessScope():
+        assert _in_stateless_scope()
     # apply() runs the update rule through the instance attribute
     optimizer = keras.optimizers.SGD(0.1)
     calls = []
@@ -766,9 +772,10 @@ def test_the_shrink_is_old_plus_gamma_times_the_step_exactly(gamma):
     it in float32 (new: the unwrapped optimizer's result), bit for bit, the
     fused torch path included; gamma 1 leaves the update as it is."""
     def layer_and_variables():
-        keras.utils.set_random_seed(0)
-        layer = kq.QuadraticDense(5)
-        layer.build((None, 4))
+        layer = kq.QuadraticDense(64)
+        layer.build((None, 32))
+        for i, variable in enumerate(layer.trainable_variables):
+            variable.assign(random(variable.shape, 10 + i))  # none 0 or 1
         return layer.trainable_variables
 
     wrapped, plain = layer_and_variables(), layer_and_variables()
@@ -785,3 +792,32 @@ def test_the_shrink_is_old_plus_gamma_times_the_step_exactly(gamma):
             expected = old + np.float32(gamma) * (new - old)
         assert expected.dtype == np.float32
         np.testing.assert_array_equal(to_numpy(v), expected, v.path)
+
+
+@pytest.mark.parametrize("inner", ["sgd", "adafactor"])
+def test_stateless_apply_shrinks_too(inner):
+    """Under `stateless_apply` (assignments recorded, not made), gamma 0
+    keeps the quadratic weights and the others move, whatever the wrapped
+    optimizer's update rule does (Adafactor assigns its updates)."""
+    if keras.backend.backend() == "tensorflow":
+        pytest.skip("Keras has no stateless_apply on TensorFlow")
+    layer = kq.QuadraticDense(5)
+    layer.build((None, 4))
+    variables = layer.trainable_variables
+    optimizer = ReLinearOptimizer(
+        {"sgd": keras.optimizers.SGD,
+         "adafactor": keras.optimizers.Adafactor}[inner](0.1), 0.0, 0.0)
+    optimizer.build(variables)
+    before = [to_numpy(v) for v in variables]
+    grads = [keras.ops.convert_to_tensor(random(v.shape, i))
+             for i, v in enumerate(variables)]
+    new_values, _ = optimizer.stateless_apply(  # (copies: torch's SGD
+        # updates the values it is given in place)
+        [keras.ops.copy(v.value) for v in optimizer.variables], grads,
+        [keras.ops.copy(v.value) for v in variables])
+    for variable, value, old in zip(variables, new_values, before):
+        if variable.path.split("/")[-1] in GROUPS:
+            np.testing.assert_array_equal(to_numpy(value), old)
+        else:
+            assert np.abs(to_numpy(value) - old).max() > 0
+        np.testing.assert_array_equal(to_numpy(variable), old)  # untouched
