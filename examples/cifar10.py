@@ -20,8 +20,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
-import tempfile
 import threading
 
 BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
@@ -38,30 +38,40 @@ if BACKEND != "tensorflow":
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
+# Copies stdin to stderr line by line as it comes, each line once (the
+# text after a C++ log line's "] " prefix).
+_EACH_LINE_ONCE = """
+import sys
+seen = set()
+for line in sys.stdin.buffer:
+    text = line.split(b"] ", 1)[-1]
+    if text not in seen:
+        seen.add(text)
+        sys.stderr.buffer.write(line)
+        sys.stderr.buffer.flush()
+"""
+
+
 @contextlib.contextmanager
 def each_line_once():
     """What the process writes to stderr meanwhile (C++ libraries too),
     each line once: TensorFlow 2.20+ prints its start-up lines (absl's
-    notice, oneDNN's) once for each of the two libraries it loads."""
+    notice, oneDNN's) once for each of the two libraries it loads. A child
+    process passes the lines on as they come, so that a message before a
+    crash still shows."""
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            seen = set()
-            for line in captured.read().decode(errors="replace").splitlines(
-                    keepends=True):
-                text = line.split("] ", 1)[-1]  # (after a C++ log's prefix)
-                if text not in seen:
-                    seen.add(text)
-                    sys.stderr.write(line)
-            sys.stderr.flush()
+    child = subprocess.Popen([sys.executable, "-c", _EACH_LINE_ONCE],
+                             stdin=subprocess.PIPE, stderr=saved)
+    os.dup2(child.stdin.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        child.stdin.close()
+        child.wait()
 
 
 if BACKEND == "tensorflow":
