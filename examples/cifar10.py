@@ -150,6 +150,7 @@ def main(argv=None, extra_callbacks=()):
              f"{devices} devices used.")
     train = in_memory(train)
     steps = steps_per_epoch(train, args.batch_size, args.steps_per_execution)
+    dropped = int(train[0].shape[0]) // args.batch_size - steps
     if topology.processes > 1:
         # Every process splits each global batch with the others, the last
         # one too: padded to a whole batch with examples of weight 0.
@@ -192,7 +193,9 @@ def main(argv=None, extra_callbacks=()):
         ]
         print(f"{model.name}: {model.count_params():,} parameters, backend "
               f"{backend}, {devices} device(s) in {topology.processes} "
-              f"process(es), {steps} steps/epoch")
+              f"process(es), {steps} steps/epoch"
+              + (f" (the last {dropped} batches of each epoch left out: "
+                 "--steps-per-execution must divide it)" if dropped else ""))
         try:
             model.fit(train_ds, validation_data=test_ds, epochs=args.epochs,
                       steps_per_epoch=steps, callbacks=callbacks,

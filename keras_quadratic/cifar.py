@@ -196,7 +196,8 @@ def parse_args(argv=None):
                    "the coordinator to answer, up to as long again)")
     p.add_argument("--steps-per-execution", type=int, default=1,
                    help="training steps per compiled call (fewer host "
-                   "round trips; JAX and TensorFlow only)")
+                   "round trips; JAX and TensorFlow only); an epoch's steps "
+                   "are rounded down to a multiple of it")
     p.add_argument("--jit-compile", choices=("auto", "true", "false"),
                    default="auto",
                    help="compile the training step: XLA on TensorFlow (auto: "
@@ -412,22 +413,19 @@ def in_memory(dataset):
 
 def steps_per_epoch(examples, batch_size, steps_per_execution=1):
     """The whole batches of `batch_size` in `in_memory`'s examples: an
-    epoch of `training_pipeline`. With `steps_per_execution`, a multiple of
-    it (Keras takes that many batches per call: otherwise an epoch would
-    take batches of the next, and a resumed run would start elsewhere)."""
+    epoch of `training_pipeline`, rounded down to a multiple of
+    `steps_per_execution` (Keras takes that many batches per call:
+    otherwise an epoch would take batches of the next, and a resumed run
+    would start elsewhere than the uninterrupted one)."""
     size = int(examples[0].shape[0])
     if size < batch_size:
         fail(f"--batch-size {batch_size} is more than the {size} training "
              "examples.")
     steps = size // batch_size
-    if steps % steps_per_execution:
-        divisors = [d for d in range(1, steps + 1) if steps % d == 0]
-        nearest = sorted(divisors,
-                         key=lambda d: abs(d - steps_per_execution))[:2]
-        fail(f"--steps-per-execution {steps_per_execution} must divide the "
-             f"{steps} steps of an epoch (e.g. "
-             f"{' or '.join(map(str, sorted(nearest)))}).")
-    return steps
+    if steps < steps_per_execution:
+        fail(f"--steps-per-execution {steps_per_execution} is more than the "
+             f"{steps} steps of an epoch.")
+    return steps - steps % steps_per_execution
 
 
 def training_pipeline(examples, batch_size, data_format, seed, epochs,

@@ -220,20 +220,22 @@ def test_distribute_timeout_needs_distribute(tmp_path, capsys):
     assert not os.listdir(tmp_path)
 
 
-def test_steps_per_execution_must_divide_an_epoch(capsys):
+def test_an_epoch_is_a_multiple_of_steps_per_execution(capsys):
     """Otherwise Keras's calls would take batches of the next epoch (and a
-    resumed run would start elsewhere than the uninterrupted one)."""
+    resumed run would start elsewhere than the uninterrupted one): the
+    last batches of each epoch are left out."""
     import numpy as np
     import tensorflow as tf
 
     examples = cifar.in_memory(tf.data.Dataset.from_tensor_slices(
         (np.zeros((28, 32, 32, 3), "uint8"), np.arange(28))))
     assert cifar.steps_per_epoch(examples, 4, 7) == 7
+    assert cifar.steps_per_epoch(examples, 4, 2) == 6
     with pytest.raises(SystemExit) as exit_:
-        cifar.steps_per_epoch(examples, 4, 2)
+        cifar.steps_per_epoch(examples, 4, 8)
     assert exit_.value.code == 2
-    assert ("--steps-per-execution 2 must divide the 7 steps of an epoch "
-            "(e.g. 1 or 7)") in capsys.readouterr().err
+    assert ("--steps-per-execution 8 is more than the 7 steps of an epoch"
+            in capsys.readouterr().err)
 
 
 def test_steps_per_execution_and_jit_compile(tmp_path, capsys):
