@@ -41,7 +41,9 @@ if BACKEND != "tensorflow":
 # Copies stdin to stderr line by line as it comes, each line once (the
 # text after a C++ log line's "] " prefix).
 _EACH_LINE_ONCE = """
+import signal
 import sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # (ends with its input)
 seen = set()
 for line in sys.stdin.buffer:
     text = line.split(b"] ", 1)[-1]
@@ -61,8 +63,14 @@ def each_line_once():
     crash still shows."""
     sys.stderr.flush()
     saved = os.dup(2)
-    child = subprocess.Popen([sys.executable, "-c", _EACH_LINE_ONCE],
-                             stdin=subprocess.PIPE, stderr=saved)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _EACH_LINE_ONCE],
+            stdin=subprocess.PIPE, stderr=saved)
+    except (OSError, ValueError):  # no Python to start: as it is
+        os.close(saved)
+        yield
+        return
     os.dup2(child.stdin.fileno(), 2)
     try:
         yield
@@ -165,16 +173,20 @@ def main(argv=None, extra_callbacks=()):
     check_momentum_rule(args.output_dir, args.sgd, topology.is_chief)
     out = process_output_dir(args.output_dir, topology)
     initial_epoch, resuming = check_backup(out)
-    if initial_epoch >= args.epochs:
+    if initial_epoch > args.epochs:
         fail(f"--epochs {args.epochs}: the backup in "
              f"{os.path.join(args.output_dir, 'backup')} has completed "
-             f"{initial_epoch} epochs already; pass more --epochs to go on, "
-             "or delete the backup to start over.")
+             f"{initial_epoch} epochs already; pass --epochs "
+             f"{initial_epoch} or more to go on, or delete the backup to "
+             "start over.")
     # The batches from the epoch the backup resumes at: each epoch's order
     # and augmentation follow from the seed and the epoch alone, so a
-    # resumed run goes on as the uninterrupted one would have.
-    train_ds = training_pipeline(train, args.batch_size, data_format,
-                                 args.seed, args.epochs, initial_epoch)
+    # resumed run goes on as the uninterrupted one would have. (A backup of
+    # the last epoch, left by a run that ended before fit did, trains no
+    # more: fit still reads a first batch.)
+    train_ds = training_pipeline(
+        train, args.batch_size, data_format, args.seed, args.epochs,
+        min(initial_epoch, args.epochs - 1), args.steps_per_execution)
     if topology.processes > 1:
         train_ds, test_ds = split_each_batch(train_ds), split_each_batch(
             test_ds)

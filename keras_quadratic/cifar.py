@@ -429,11 +429,11 @@ def steps_per_epoch(examples, batch_size, steps_per_execution=1):
 
 
 def training_pipeline(examples, batch_size, data_format, seed, epochs,
-                      initial_epoch=0):
+                      initial_epoch=0, steps_per_execution=1):
     """tf.data of the training batches of epochs `initial_epoch` to
     `epochs - 1`, one after the other, for `model.fit(...,
-    steps_per_epoch=steps_per_epoch(examples, batch_size))`; `examples` is
-    `in_memory`'s (images, labels).
+    steps_per_epoch=steps_per_epoch(examples, batch_size,
+    steps_per_execution))`; `examples` is `in_memory`'s (images, labels).
 
     Epoch e's order is a permutation of the whole split drawn from
     (`seed`, e) alone, and each batch's random crops (of the image
@@ -445,7 +445,7 @@ def training_pipeline(examples, batch_size, data_format, seed, epochs,
 
     images, labels = examples
     size = int(images.shape[0])
-    steps = steps_per_epoch(examples, batch_size)
+    steps = steps_per_epoch(examples, batch_size, steps_per_execution)
     order_key = tf.constant([seed, 0], tf.int64)
     draws_key = tf.constant([seed, 1], tf.int64)
 

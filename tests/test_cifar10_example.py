@@ -69,10 +69,10 @@ def test_resume_after_interruption(tmp_path, capsys):
         cifar10.main(args + ["--sgd", "keras"])
     assert exit_.value.code == 2
     assert _epochs_logged(out) == [0, 1]
-    # fewer epochs than the backup has done: nothing to train
+    # fewer epochs than the backup has done: an error, the backup kept
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
-        cifar10.main(SMALL + ["--epochs", "2", "--output-dir", out])
+        cifar10.main(SMALL + ["--epochs", "1", "--output-dir", out])
     assert exit_.value.code == 2
     assert "has completed 2 epochs already" in capsys.readouterr().err
     summary = cifar10.main(args)
@@ -94,6 +94,20 @@ def test_resume_after_interruption(tmp_path, capsys):
     for resumed_row, whole_row in zip(resumed_log, whole_log):
         assert float(resumed_row["loss"]) == pytest.approx(
             float(whole_row["loss"]), rel=1e-5)
+
+
+def test_a_backup_of_the_last_epoch_finishes_the_run(tmp_path):
+    """A run that ended after its last epoch's backup, before fit did,
+    trains no more when started again: it evaluates and writes its
+    summary."""
+    out = str(tmp_path / "run")
+    args = SMALL + ["--epochs", "1", "--output-dir", out]
+    with pytest.raises(_Interrupt):
+        cifar10.main(args, extra_callbacks=[_KillAfterEpoch(0)])
+    summary = cifar10.main(args)
+    assert summary["steps"] == 2 and _epochs_logged(out) == [0]
+    assert os.path.exists(os.path.join(out, "summary.json"))
+    assert not os.path.exists(os.path.join(out, "backup"))
 
 
 def _closed_port():
@@ -231,6 +245,16 @@ def test_an_epoch_is_a_multiple_of_steps_per_execution(capsys):
         (np.zeros((28, 32, 32, 3), "uint8"), np.arange(28))))
     assert cifar.steps_per_epoch(examples, 4, 7) == 7
     assert cifar.steps_per_epoch(examples, 4, 2) == 6
+
+    def labels(initial_epoch):
+        return [y for _, y in cifar.training_pipeline(
+            examples, 4, "channels_last", 0, 2, initial_epoch,
+            steps_per_execution=2).as_numpy_iterator()]
+
+    run, resumed = labels(0), labels(1)
+    assert len(run) == 12 and len(resumed) == 6
+    for y, resumed_y in zip(run[6:], resumed):  # epoch 1 at batch 6
+        np.testing.assert_array_equal(y, resumed_y)
     with pytest.raises(SystemExit) as exit_:
         cifar.steps_per_epoch(examples, 4, 8)
     assert exit_.value.code == 2

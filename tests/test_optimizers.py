@@ -770,28 +770,42 @@ def test_gammas_changed_between_fits_and_epochs_act_on_every_backend(
 def test_the_shrink_is_old_plus_gamma_times_the_step_exactly(gamma):
     """float32 variables end at old + gamma * (new - old) as NumPy computes
     it in float32 (new: the unwrapped optimizer's result), bit for bit, the
-    fused torch path included; gamma 1 leaves the update as it is."""
+    fused torch path included, also where the update overflows to inf and
+    for -0.0; gamma 1 leaves the update as it is."""
+    def start(shape, seed):
+        values = random(shape, seed)  # none 0 or 1
+        values.reshape(-1)[:2] = (-0.0, 3.3e38)
+        return values
+
     def layer_and_variables():
         layer = kq.QuadraticDense(64)
         layer.build((None, 32))
         for i, variable in enumerate(layer.trainable_variables):
-            variable.assign(random(variable.shape, 10 + i))  # none 0 or 1
+            variable.assign(start(variable.shape, 10 + i))
         return layer.trainable_variables
 
     wrapped, plain = layer_and_variables(), layer_and_variables()
     olds = [to_numpy(v) for v in wrapped]
-    grads = [keras.ops.convert_to_tensor(random(v.shape, i))
-             for i, v in enumerate(wrapped)]
-    ReLinearOptimizer(keras.optimizers.SGD(0.1, momentum=0.9), gamma,
+    grads = []
+    for i, v in enumerate(wrapped):
+        grad = random(v.shape, i)
+        grad.reshape(-1)[:2] = (0.0, -3.3e38)  # -0.0 stays; 3.3e38 -> inf
+        grads.append(keras.ops.convert_to_tensor(grad))
+    ReLinearOptimizer(keras.optimizers.SGD(0.1), gamma,
                       gamma).apply(grads, wrapped)
-    keras.optimizers.SGD(0.1, momentum=0.9).apply(grads, plain)
+    keras.optimizers.SGD(0.1).apply(grads, plain)
     for v, p, old in zip(wrapped, plain, olds):
         new = to_numpy(p)
+        assert np.signbit(new.reshape(-1)[0]) and np.isinf(new.reshape(-1)[1])
         expected = new
         if v.path.split("/")[-1] in GROUPS and gamma != 1.0:
-            expected = old + np.float32(gamma) * (new - old)
+            with np.errstate(all="ignore"):  # inf - inf
+                expected = old + np.float32(gamma) * (new - old)
         assert expected.dtype == np.float32
-        np.testing.assert_array_equal(to_numpy(v), expected, v.path)
+        actual = to_numpy(v)
+        np.testing.assert_array_equal(actual, expected, v.path)
+        np.testing.assert_array_equal(np.signbit(actual),
+                                      np.signbit(expected), v.path)
 
 
 @pytest.mark.parametrize("inner", ["sgd", "adafactor"])
