@@ -206,7 +206,7 @@ def main(argv=None, extra_callbacks=()):
         print(f"{model.name}: {model.count_params():,} parameters, backend "
               f"{backend}, {devices} device(s) in {topology.processes} "
               f"process(es), {steps} steps/epoch"
-              + (f" (the last {dropped} batches of each epoch left out: "
+              + (f" (the last {dropped} batch(es) of each epoch left out: "
                  "--steps-per-execution must divide it)" if dropped else ""))
         try:
             model.fit(train_ds, validation_data=test_ds, epochs=args.epochs,

@@ -439,8 +439,10 @@ def training_pipeline(examples, batch_size, data_format, seed, epochs,
     (`seed`, e) alone, and each batch's random crops (of the image
     zero-padded by 4 pixels) and horizontal flips from (`seed`, its step):
     a run resumed at epoch e (`initial_epoch=e`) sees the batches an
-    uninterrupted run sees from epoch e on. The last partial batch of an
-    epoch is dropped. Then the per-channel normalization; prefetched."""
+    uninterrupted run sees from epoch e on. The examples past an epoch's
+    batches (a partial batch, and the batches past a multiple of
+    `steps_per_execution`) sit that epoch out, others each epoch. Then the
+    per-channel normalization; prefetched."""
     import tensorflow as tf
 
     images, labels = examples
@@ -452,7 +454,8 @@ def training_pipeline(examples, batch_size, data_format, seed, epochs,
     @tf.autograph.experimental.do_not_convert  # (no Python control flow)
     def batch_of_step(step):
         epoch = step // steps
-        positions = (step % steps) * batch_size + tf.range(batch_size, dtype=tf.int64)
+        positions = (step % steps) * batch_size + tf.range(
+            batch_size, dtype=tf.int64)
         order = tf.random.experimental.index_shuffle(
             positions, tf.random.experimental.stateless_fold_in(
                 order_key, epoch), size - 1)

@@ -91,10 +91,10 @@ def _shrink_update_torch(update_rule, grads, variables, learning_rate,
     generic path takes about seven operators per variable): the old values
     copied, the update, then old + gamma * (new - old), or the new value
     itself where gamma is 1, computed as the other backends compute it
-    (the same roundings, the same select) and written in place. The gammas stay device tensors (no host
-    sync, and a CUDA graph reads their current values). Returns what is
-    left for the generic path: the 16-bit variables (a 16-bit gamma would
-    round) and their old values."""
+    (the same roundings, the same select) and written in place. The gammas
+    stay device tensors (no host sync, and a CUDA graph reads their current
+    values). Returns what is left for the generic path: the 16-bit
+    variables (a 16-bit gamma would round) and their old values."""
     import torch
 
     wide = [(v, gamma) for v, gamma in shrunk
