@@ -19,10 +19,8 @@ import importlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 
 BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
 if BACKEND not in ("tensorflow", "jax", "torch"):  # before Keras fails on it
@@ -102,15 +100,13 @@ from keras_quadratic.cifar import plot_curves
 from keras_quadratic.cifar import process_output_dir
 from keras_quadratic.cifar import split_each_batch
 from keras_quadratic.cifar import steps_per_epoch
+from keras_quadratic.cifar import stop_on_sigint
 from keras_quadratic.cifar import test_pipeline
 from keras_quadratic.cifar import training_pipeline
 
 
 def main(argv=None, extra_callbacks=()):
-    if threading.current_thread() is threading.main_thread():
-        # Ctrl-C (SIGINT) stops a run, also one started in the background
-        # of a script, where the shell starts it with SIGINT ignored.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    sigint = stop_on_sigint()  # Ctrl-C stops a run within a step
     args = parse_args(argv)
     import keras
 
@@ -201,6 +197,7 @@ def main(argv=None, extra_callbacks=()):
             keras.callbacks.CSVLogger(csv_path, append=True),
             timer,
             *graph_callbacks,
+            sigint,
             *extra_callbacks,
         ]
         print(f"{model.name}: {model.count_params():,} parameters, backend "

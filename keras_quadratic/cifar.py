@@ -579,6 +579,40 @@ def plot_curves(csv_path, png_path):
     return fig
 
 
+def stop_on_sigint():
+    """Ctrl-C (SIGINT) stops a run within a step, also one started in the
+    background of a script (where the shell starts it with SIGINT
+    ignored): the handler raises KeyboardInterrupt wherever the main
+    thread is, and where Python swallows that (in a destructor, as
+    TensorFlow's functions have, it prints it and goes on), the returned
+    callback raises it again at the end of the next batch. The handler is
+    installed from the main thread only."""
+    import signal
+    import threading
+
+    import keras
+
+    received = threading.Event()
+
+    def handler(signum, frame):
+        received.set()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+
+    class StopOnSigint(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if received.is_set():
+                raise KeyboardInterrupt
+
+        on_test_batch_end = on_train_batch_end
+
+    callback = StopOnSigint()
+    callback.async_safe = True  # (reads no model state)
+    return callback
+
+
 def epoch_timer():
     """A Keras callback that records the wall time of each epoch."""
     import keras

@@ -533,6 +533,31 @@ def test_a_damaged_backup_is_named_with_the_way_out(tmp_path, capsys):
     assert epoch == 1 and line.startswith("resuming after epoch 1")
 
 
+def test_a_sigint_swallowed_by_a_destructor_still_stops_the_run():
+    """Python prints and ignores an exception raised in `__del__` (where
+    TensorFlow's functions may be when the signal comes): the callback
+    raises the interrupt again at the end of the next batch."""
+    import gc
+    import signal
+
+    callback = cifar.stop_on_sigint()
+    callback.on_train_batch_end(0)  # no signal yet: nothing
+
+    class SignalledWhileDestroyed:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs between bytecodes
+                pass
+
+    try:
+        SignalledWhileDestroyed()
+        gc.collect()
+        with pytest.raises(KeyboardInterrupt):
+            callback.on_train_batch_end(1)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def test_sigint_stops_a_run_and_leaves_the_backup(tmp_path):
     """Issue #26 item 10: SIGINT to the process group stops the run within
     seconds, also where it was started with SIGINT ignored (the background
