@@ -27,12 +27,20 @@ model reuse its compilation (their programs are equal).
 parts are there (`<data>.part0`, `.part1`, ...: the maker's `--part-mib`),
 they are joined and checked against `<data>.sha256` first.
 
-The JSON (`--output`) is written after every run; `--plot PNG` draws the
-test accuracy per epoch of every run in it (also with `--plot-only`).
+The JSON (`--output`) is written after every run: each run's curves
+(loss and accuracy, on the training and the test set, after every epoch;
+for quadratic networks also `relinear_gate` and `relinear_square`, see
+`kq.callbacks.QuadraticMonitor`) and the epoch it collapsed in, if it did
+(training accuracy more than 10 points below its best so far, or a loss
+that is not finite). At the end a summary per model: mean and sd of the
+final-epoch test accuracies, seconds per run, collapsed runs, and with
+`--target` how many runs ended at or above it. `--plot PNG` draws the test
+accuracy per epoch of every run (also with `--plot-only`).
 """
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -74,6 +82,13 @@ def parse_args(argv=None):
     p.add_argument("--warmup-epochs", type=float, default=2.0)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--nesterov", action="store_true",
+                   help="Nesterov momentum (as torch.optim.SGD's)")
+    p.add_argument("--global-clipnorm", type=float, default=None,
+                   help="clip the gradients to this global norm (Keras's "
+                   "global_clipnorm), a guard against a blow-up")
+    p.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="the cross-entropy's label smoothing, in [0, 1)")
     p.add_argument("--gamma", type=float, default=1e-2,
                    help="ReLinear step factor of the gate and square "
                    "weights")
@@ -84,6 +99,9 @@ def parse_args(argv=None):
     p.add_argument("--train-examples", type=int, default=None,
                    help="the first N training images only (smoke tests)")
     p.add_argument("--test-examples", type=int, default=None)
+    p.add_argument("--target", type=float, default=None,
+                   help="a test accuracy (a fraction) that the summary "
+                   "counts the runs reaching at their final epoch")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds for the whole grid: runs that would not "
                    "finish in time are skipped")
@@ -108,6 +126,12 @@ def parse_args(argv=None):
         if depth < 8 or (depth - 2) % 6:
             p.error(f"--runs {neuron}:{depth}: the depth must be 6n+2 "
                     "(8, 14, 20, 32, 44, 56, ...)")
+    if args.global_clipnorm is not None and not args.global_clipnorm > 0:
+        p.error("--global-clipnorm must be > 0")
+    if not 0 <= args.label_smoothing < 1:
+        p.error("--label-smoothing must be in [0, 1)")
+    if args.target is not None and not 0 < args.target <= 1:
+        p.error("--target is a fraction in (0, 1], e.g. 0.93")
     if args.learning_rate <= 0 or not 0 <= args.warmup_epochs < args.epochs:
         p.error("--learning-rate must be > 0 and --warmup-epochs in "
                 "[0, --epochs)")
@@ -200,6 +224,7 @@ def train_one(args, neuron, depth, seed, data, deadline=float("inf")):
     `deadline` (time.time()) it stops after the epoch in progress, and the
     record says so (`stopped_after_epoch`)."""
     import keras
+    import numpy as np
 
     import keras_quadratic as kq
 
@@ -216,15 +241,27 @@ def train_one(args, neuron, depth, seed, data, deadline=float("inf")):
     kq.regularizers.add_weight_decay(net, args.weight_decay)
     steps_per_epoch = len(x_train) // args.batch_size
     optimizer = kq.optimizers.PyTorchSGD(schedule(args, steps_per_epoch),
-                                         momentum=args.momentum)
+                                         momentum=args.momentum,
+                                         nesterov=args.nesterov,
+                                         global_clipnorm=args.global_clipnorm)
+    callbacks = []
     if neuron != "linear":
         optimizer = kq.optimizers.ReLinearOptimizer(optimizer, args.gamma,
                                                     args.gamma)
+        # how far the quadratic terms have moved, after every epoch
+        callbacks.append(kq.callbacks.QuadraticMonitor(per_layer=False))
+    if args.label_smoothing:  # (Keras smooths one-hot labels only)
+        y_train, y_test = (np.eye(10, dtype="float32")[y]
+                           for y in (y_train, y_test))
+        loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=args.label_smoothing)
+        accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     backend = keras.backend.backend()
     model.compile(
-        optimizer,
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+        optimizer, loss, metrics=[accuracy],
         steps_per_execution=(1 if backend == "torch"
                              else args.steps_per_execution))
     epoch_seconds = []
@@ -244,7 +281,7 @@ def train_one(args, neuron, depth, seed, data, deadline=float("inf")):
         x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
         validation_data=(x_test, y_test),
         validation_batch_size=_divisor(len(x_test), 1000),
-        shuffle=True, callbacks=[Timer()], verbose=args.verbose)
+        shuffle=True, callbacks=callbacks + [Timer()], verbose=args.verbose)
     seconds = time.perf_counter() - start
     curves = {key: [round(float(v), 5) for v in values]
               for key, values in history.history.items()}
@@ -258,6 +295,8 @@ def train_one(args, neuron, depth, seed, data, deadline=float("inf")):
                                                      or epoch_seconds), 3),
         "first_epoch_seconds": round(epoch_seconds[0], 2),
         "weights": None,
+        "collapsed_in_epoch": collapse_epoch(curves),
+        "test_drops_after_epochs": test_drops(curves),
         "curves": curves,
     }
     if len(epoch_seconds) < args.epochs:
@@ -270,6 +309,65 @@ def train_one(args, neuron, depth, seed, data, deadline=float("inf")):
         net.save_weights(path)  # float32 variables under mixed precision
         record["weights"] = os.path.basename(path)
     return record
+
+
+def collapse_epoch(curves, drop=0.1):
+    """The first epoch (from 1) in which the run collapsed: its training
+    loss is not finite, or its training accuracy is more than `drop`
+    below the best of the epochs before; None if it never did. Training
+    figures only: the test set picks nothing."""
+    best = 0.0
+    for epoch, (loss, accuracy) in enumerate(
+            zip(curves["loss"], curves["accuracy"]), 1):
+        if not math.isfinite(loss) or accuracy < best - drop:
+            return epoch
+        best = max(best, accuracy)
+    return None
+
+
+def test_drops(curves, drop=0.2):
+    """The epochs (from 1) after which the test accuracy fell to more than
+    `drop` below the best after an earlier epoch (the first epoch of each
+    such fall): for reading (a model whose batch-norm moving statistics
+    were thrown off shows it here and not in training), never to pick
+    anything."""
+    drops, best, down = [], 0.0, False
+    for epoch, accuracy in enumerate(curves.get("val_accuracy", []), 1):
+        below = not accuracy >= best - drop  # (NaN included)
+        if below and not down:
+            drops.append(epoch)
+        down = below
+        if math.isfinite(accuracy):
+            best = max(best, accuracy)
+    return drops
+
+
+def summary(runs, target=None):
+    """Per model, over its finished runs: the final test accuracies' mean
+    and sd, the seconds per run, how many collapsed (the stall rate of the
+    arm) and, with `target`, how many ended at or above it."""
+    models = {}
+    for run in runs:
+        if run.get("test_accuracy") is not None:
+            models.setdefault(run["model"], []).append(run)
+    table = {}
+    for model, finished in models.items():
+        accuracies = [r["test_accuracy"] for r in finished]
+        row = {
+            "runs": len(finished),
+            "seeds": [r["seed"] for r in finished],
+            "mean": round(statistics.mean(accuracies), 5),
+            "sd": (round(statistics.stdev(accuracies), 5)
+                   if len(accuracies) > 1 else None),
+            "seconds_mean": round(statistics.mean(r["seconds"]
+                                                  for r in finished), 1),
+            "collapsed": sum(collapse_epoch(r["curves"]) is not None
+                             for r in finished),
+        }
+        if target is not None:
+            row["at_or_above_target"] = sum(a >= target for a in accuracies)
+        table[model] = row
+    return table
 
 
 def _divisor(n, at_most):
@@ -339,7 +437,7 @@ def main(argv=None):
     device = kq.devices.compute_device()
     recipe = {k: v for k, v in vars(args).items() if k not in (
         "data", "output", "weights_dir", "plot", "plot_only", "verbose",
-        "budget", "runs", "seeds")}
+        "budget", "runs", "seeds", "target")}
     recipe.update(optimizer="ReLinearOptimizer(PyTorchSGD) for quadratic "
                   "models, PyTorchSGD for linear ones",
                   schedule="linear warm-up from lr/10, then cosine to 0",
@@ -389,7 +487,19 @@ def main(argv=None):
             results["runs"].append(record)
             save(results, args.output)
     results["seconds"] = round(time.time() - start, 1)
+    results["summary"] = summary(results["runs"], args.target)
+    if args.target is not None:
+        results["target"] = args.target
     save(results, args.output)
+    for model, row in results["summary"].items():
+        sd = "" if row["sd"] is None else f" +- {100 * row['sd']:.2f}"
+        reached = ("" if args.target is None else
+                   f", {row['at_or_above_target']} at or above "
+                   f"{100 * args.target:g}%")
+        print(f"{model}: {100 * row['mean']:.2f}%{sd} over seeds "
+              f"{row['seeds']}, {row['seconds_mean']:.0f} s a run, "
+              f"{row['collapsed']} of {row['runs']} collapsed{reached}",
+              flush=True)
     if args.plot:
         plot(results, args.plot)
     print(f"wrote {args.output}", flush=True)

@@ -86,14 +86,29 @@ def test_a_tiny_grid_end_to_end(tmp_path):
         "--data", data, "--runs", "quadratic:8", "--seeds", "3",
         "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "20",
         "--mixed-precision", "none", "--output", output, "--weights-dir",
-        weights, "--plot", str(tmp_path / "curves.png"), "--verbose", "0"])
+        weights, "--plot", str(tmp_path / "curves.png"), "--verbose", "0",
+        "--label-smoothing", "0.1", "--nesterov", "--target", "0.01",
+        "--global-clipnorm", "5"])
     with open(output) as f:
         results = json.load(f)
     assert results["dataset"] == "cifar10" and results["recipe"]["epochs"] == 2
+    assert results["recipe"]["label_smoothing"] == 0.1
+    assert results["recipe"]["nesterov"] is True
+    assert results["recipe"]["global_clipnorm"] == 5
     run, = results["runs"]
     assert (run["model"], run["depth"], run["neuron"], run["seed"],
             run["epochs"]) == ("QResNet8", 8, "quadratic", 3, 2)
     assert len(run["curves"]["val_accuracy"]) == 2
+    # the quadratic terms' distance from linear, after each epoch
+    assert [len(run["curves"][k]) for k in ("relinear_gate",
+                                            "relinear_square")] == [2, 2]
+    assert run["curves"]["relinear_square"][-1] > 0
+    assert run["collapsed_in_epoch"] == cifar10_grid.collapse_epoch(
+        run["curves"])
+    row = results["summary"]["QResNet8"]
+    assert row["runs"] == 1 and row["seeds"] == [3] and row["sd"] is None
+    assert row["mean"] == run["test_accuracy"]
+    assert row["at_or_above_target"] == int(run["test_accuracy"] >= 0.01)
     assert results["recipe"]["train_examples"] == 40
     assert run["test_accuracy"] == run["curves"]["val_accuracy"][-1]
     assert 0 <= run["test_accuracy"] <= 1 and run["seconds"] > 0
@@ -106,11 +121,39 @@ def test_a_tiny_grid_end_to_end(tmp_path):
     assert keras.config.dtype_policy().name == "float32"
 
 
+def test_a_collapse_is_read_from_training_and_a_test_drop_is_listed():
+    curves = {"accuracy": [0.3, 0.5, 0.62, 0.55, 0.51, 0.7],
+              "loss": [2.0, 1.5, 1.1, 1.2, 1.3, 0.9],
+              "val_accuracy": [0.3, 0.45, 0.6, 0.38, 0.35, 0.65]}
+    # 0.51 < 0.62 - 0.1 in epoch 5; 0.55 in epoch 4 is within 0.1
+    assert cifar10_grid.collapse_epoch(curves) == 5
+    assert cifar10_grid.collapse_epoch(curves, drop=0.05) == 4
+    assert cifar10_grid.test_drops(curves) == [4]  # one fall, two epochs
+    curves["loss"][1] = float("nan")
+    assert cifar10_grid.collapse_epoch(curves) == 2
+    curves["val_accuracy"][4:] = [0.55, float("nan")]  # up, then NaN
+    assert cifar10_grid.test_drops(curves) == [4, 6]
+    steady = {"accuracy": [0.3, 0.25, 0.5], "loss": [2.0, 2.1, 1.4]}
+    assert cifar10_grid.collapse_epoch(steady) is None
+    runs = [dict(model="A", seed=s, test_accuracy=a, seconds=10.0 + s,
+                 curves=c)
+            for s, (a, c) in enumerate([(0.9, steady), (0.8, curves),
+                                        (0.94, steady)])]
+    runs.append(dict(model="A", seed=3, skipped="time budget"))
+    row = cifar10_grid.summary(runs, target=0.93)["A"]
+    assert row == {"runs": 3, "seeds": [0, 1, 2], "mean": 0.88,
+                   "sd": 0.07211, "seconds_mean": 11.0, "collapsed": 1,
+                   "at_or_above_target": 1}
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--data", "x.npz", "--runs", "quadratic:21"], "6n\\+2"),
     (["--data", "x.npz", "--runs", "cubic:20"], "NEURON:DEPTH"),
     (["--data", "x.npz", "--epochs", "0"], "--epochs"),
     (["--runs", "linear:20"], "--data is required"),
+    (["--data", "x.npz", "--label-smoothing", "1"], "--label-smoothing"),
+    (["--data", "x.npz", "--target", "93"], "--target"),
+    (["--data", "x.npz", "--global-clipnorm", "0"], "--global-clipnorm"),
 ])
 def test_bad_flags_exit_2_with_a_line_that_names_them(argv, match, capsys):
     with pytest.raises(SystemExit) as exit:
