@@ -430,6 +430,39 @@ CHANNELS_FIRST_LAYERS = [
 ]
 
 
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="about torch's memory layouts")
+@pytest.mark.parametrize("cls,kwargs", [
+    (kq.QuadraticConv2D, dict(filters=4, kernel_size=3, padding="same")),
+    (kq.CompactQuadraticConv2D, dict(filters=4, kernel_size=3, strides=2)),
+    (kq.QuadraticConv3D, dict(filters=2, kernel_size=2)),
+    (kq.QuadraticDepthwiseConv2D, dict(kernel_size=3, depth_multiplier=2)),
+], ids=["conv2d", "compact_strided", "conv3d", "depthwise"])
+def test_torch_convolves_a_channels_last_input_without_copying_it(cls,
+                                                                   kwargs):
+    # Keras's torch convolution copies a channels_last input into NCHW
+    # memory and back; the layers hand torch the transposed view instead
+    # (an NCHW tensor in channels-last memory), which it takes as it is.
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile
+
+    rank = int(cls.__name__[-2])
+    spatial = SPATIAL[rank][:rank]
+    x = torch.tensor(random((2, *spatial, 3), scale=0.5), requires_grad=True)
+    layer = cls(**kwargs)
+    layer(x)
+    with profile(activities=[ProfilerActivity.CPU],
+                 record_shapes=True) as trace:
+        y = layer(x)
+        (gradient,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    copies = [e.input_shapes[0] for e in trace.events()
+              if e.name == "aten::copy_"]
+    assert copies  # the profiler saw the step's copies (of the kernels)
+    assert [2, 3, *spatial] not in copies  # and none of the input
+    assert gradient.shape == x.shape
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32",
                                    "float64"])
 @pytest.mark.parametrize("cls,kwargs", CHANNELS_FIRST_LAYERS,

@@ -31,30 +31,45 @@ def _tensorflow_on_cpu_only():
 
 
 def convolve(inputs, kernel, *, strides, padding, data_format,
-             dilation_rate):
-    """`keras.ops.conv`, except that on TensorFlow's CPU a `channels_first`
-    convolution runs as `channels_last` between two transposes.
+             dilation_rate, operation=keras.ops.conv):
+    """`operation` (`keras.ops.conv` or `keras.ops.depthwise_conv`), run
+    where Keras's own layout handling costs more than it needs to:
 
-    TensorFlow's CPU kernels for NCHW convolutions depend on the processor
-    and the oneDNN build: on some x86-64 CPUs float16 and float64 are
-    refused (also for `keras.layers.Conv2D`), and 3D ones need XLA. NHWC runs
-    everywhere, in every dtype, and measured as fast or faster with the
-    transposes (2-core AMD EPYC, 3x3 convolution, batch 128, forward and
-    backward: float32 16->32 channels at 32x32 32.8 ms against 31.8 native,
-    64->128 at 8x8 14.1 against 20.4; bfloat16 11.4 against 37.1). On an
-    accelerator, and for `channels_last`, it is `keras.ops.conv` itself, as
-    Keras's depthwise convolution does on TensorFlow.
+    - On TensorFlow's CPU a `channels_first` convolution runs as
+      `channels_last` between two transposes. TensorFlow's CPU kernels for
+      NCHW convolutions depend on the processor and the oneDNN build: on
+      some x86-64 CPUs float16 and float64 are refused (also for
+      `keras.layers.Conv2D`), and 3D ones need XLA. NHWC runs everywhere,
+      in every dtype, and measured as fast or faster with the transposes
+      (2-core AMD EPYC, 3x3 convolution, batch 128, forward and backward:
+      float32 16->32 channels at 32x32 32.8 ms against 31.8 native, 64->128
+      at 8x8 14.1 against 20.4; bfloat16 11.4 against 37.1).
+    - On torch a `channels_last` convolution runs as `channels_first` on
+      the transposed view. Keras's torch convolution copies a
+      `channels_last` input into NCHW memory and then back into channels-
+      last memory (two copies of the input, and two of its gradient); the
+      view already is an NCHW tensor in channels-last memory, which torch's
+      convolutions take as it is, with the same results to the bit
+      (QResNet20 training step, batch 128, float32, 2-core AMD EPYC,
+      `benchmarks/keras_step.py`: 0.69-0.70 s and 1.98 GB at peak against
+      0.74 s and 2.37 GB).
+
+    Elsewhere it is `operation` itself.
     """
+    rank = len(inputs.shape) - 2
+    to_first = (0, rank + 1, *range(1, rank + 1))
+    to_last = (0, *range(2, rank + 2), 1)
+    arguments = dict(strides=strides, padding=padding,
+                     dilation_rate=dilation_rate)
     if data_format == "channels_first" and _tensorflow_on_cpu_only():
-        rank = len(inputs.shape) - 2
-        outputs = keras.ops.conv(
-            keras.ops.transpose(inputs, (0, *range(2, rank + 2), 1)), kernel,
-            strides=strides, padding=padding, data_format="channels_last",
-            dilation_rate=dilation_rate)
-        return keras.ops.transpose(outputs, (0, rank + 1, *range(1, rank + 1)))
-    return keras.ops.conv(inputs, kernel, strides=strides, padding=padding,
-                          data_format=data_format,
-                          dilation_rate=dilation_rate)
+        outputs = operation(keras.ops.transpose(inputs, to_last), kernel,
+                            data_format="channels_last", **arguments)
+        return keras.ops.transpose(outputs, to_first)
+    if data_format == "channels_last" and keras.backend.backend() == "torch":
+        outputs = operation(keras.ops.transpose(inputs, to_first), kernel,
+                            data_format="channels_first", **arguments)
+        return keras.ops.transpose(outputs, to_last)
+    return operation(inputs, kernel, data_format=data_format, **arguments)
 
 
 def add_bias(outputs, bias, data_format):

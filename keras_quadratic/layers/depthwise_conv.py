@@ -19,6 +19,7 @@ from keras_quadratic.layers.base import _explicit_arguments
 from keras_quadratic.layers.base import _positive_int
 from keras_quadratic.layers.conv import QuadraticConvolution
 from keras_quadratic.layers.conv import _register
+from keras_quadratic.layers.conv import convolve
 from keras_quadratic.layers.conv import documenter
 
 # Keras's depthwise layers call their kernel's arguments depthwise_*; the
@@ -74,14 +75,10 @@ class BaseQuadraticDepthwiseConv(QuadraticConvolution):
         return channels * self.depth_multiplier
 
     def _convolve(self, inputs, kernel, padding):
-        return keras.ops.depthwise_conv(
-            inputs,
-            kernel,
-            strides=self.strides,
-            padding=padding,
-            data_format=self.data_format,
-            dilation_rate=self.dilation_rate,
-        )
+        return convolve(inputs, kernel, strides=self.strides,
+                        padding=padding, data_format=self.data_format,
+                        dilation_rate=self.dilation_rate,
+                        operation=keras.ops.depthwise_conv)
 
     def get_config(self):
         config = super().get_config()
