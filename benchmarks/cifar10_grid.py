@@ -30,12 +30,16 @@ they are joined and checked against `<data>.sha256` first.
 The JSON (`--output`) is written after every run: each run's curves
 (loss and accuracy, on the training and the test set, after every epoch;
 for quadratic networks also `relinear_gate` and `relinear_square`, see
-`kq.callbacks.QuadraticMonitor`) and the epoch it collapsed in, if it did
-(training accuracy more than 10 points below its best so far, or a loss
-that is not finite). At the end a summary per model: mean and sd of the
-final-epoch test accuracies, seconds per run, collapsed runs, and with
-`--target` how many runs ended at or above it. `--plot PNG` draws the test
-accuracy per epoch of every run (also with `--plot-only`).
+`kq.callbacks.QuadraticMonitor`), the epochs it collapsed in
+(`collapses_in_epochs`: training accuracy more than 10 points below its
+best so far, or a loss that is not finite; the first epoch of each) and
+the epochs after which its test accuracy fell more than 20 points below
+its best so far (`test_drops_after_epochs`, for reading only), and a
+summary per model: mean and sd of the final-epoch test accuracies,
+seconds per run, runs that collapsed, stopped or were skipped, and with
+`--target` how many ended at or above it. With `--label-smoothing` the
+losses (test loss included) are the smoothed ones. `--plot PNG` draws the
+test accuracy per epoch of every run (also with `--plot-only`).
 """
 
 import argparse
@@ -128,6 +132,8 @@ def parse_args(argv=None):
                     "(8, 14, 20, 32, 44, 56, ...)")
     if args.global_clipnorm is not None and not args.global_clipnorm > 0:
         p.error("--global-clipnorm must be > 0")
+    if args.nesterov and args.momentum == 0:
+        p.error("--nesterov needs a --momentum > 0")
     if not 0 <= args.label_smoothing < 1:
         p.error("--label-smoothing must be in [0, 1)")
     if args.target is not None and not 0 < args.target <= 1:
@@ -295,7 +301,7 @@ def train_one(args, neuron, depth, seed, data, deadline=float("inf")):
                                                      or epoch_seconds), 3),
         "first_epoch_seconds": round(epoch_seconds[0], 2),
         "weights": None,
-        "collapsed_in_epoch": collapse_epoch(curves),
+        "collapses_in_epochs": collapses(curves),
         "test_drops_after_epochs": test_drops(curves),
         "curves": curves,
     }
@@ -311,63 +317,88 @@ def train_one(args, neuron, depth, seed, data, deadline=float("inf")):
     return record
 
 
-def collapse_epoch(curves, drop=0.1):
-    """The first epoch (from 1) in which the run collapsed: its training
-    loss is not finite, or its training accuracy is more than `drop`
-    below the best of the epochs before; None if it never did. Training
-    figures only: the test set picks nothing."""
-    best = 0.0
-    for epoch, (loss, accuracy) in enumerate(
-            zip(curves["loss"], curves["accuracy"]), 1):
-        if not math.isfinite(loss) or accuracy < best - drop:
-            return epoch
-        best = max(best, accuracy)
-    return None
+def falls(values, drop, broken=None):
+    """The first epoch (from 1) of each fall of a per-epoch series: an
+    epoch whose value is more than `drop` below the best of the epochs
+    before, not finite, or flagged in `broken`; a fall lasts until an epoch
+    is none of these."""
+    found, best, down = [], 0.0, False
+    for epoch, value in enumerate(values, 1):
+        below = not value >= best - drop  # (NaN included)
+        below = below or bool(broken and broken[epoch - 1])
+        if below and not down:
+            found.append(epoch)
+        down = below
+        if math.isfinite(value):
+            best = max(best, value)
+    return found
+
+
+def collapses(curves, drop=0.1):
+    """The epochs a run collapsed in (the first of each collapse): its
+    training accuracy more than `drop` below its best so far, or its
+    training loss not finite. Training figures only: the test set picks
+    nothing."""
+    broken = [not math.isfinite(loss) for loss in curves["loss"]]
+    return falls(curves["accuracy"], drop, broken)
 
 
 def test_drops(curves, drop=0.2):
-    """The epochs (from 1) after which the test accuracy fell to more than
-    `drop` below the best after an earlier epoch (the first epoch of each
-    such fall): for reading (a model whose batch-norm moving statistics
-    were thrown off shows it here and not in training), never to pick
-    anything."""
-    drops, best, down = [], 0.0, False
-    for epoch, accuracy in enumerate(curves.get("val_accuracy", []), 1):
-        below = not accuracy >= best - drop  # (NaN included)
-        if below and not down:
-            drops.append(epoch)
-        down = below
-        if math.isfinite(accuracy):
-            best = max(best, accuracy)
-    return drops
+    """The epochs after which the test accuracy fell to more than `drop`
+    below its best so far (the first of each fall): for reading (a model
+    whose batch-norm moving statistics were thrown off shows it here and
+    not in training), never to pick anything."""
+    return falls(curves.get("val_accuracy", []), drop)
 
 
 def summary(runs, target=None):
-    """Per model, over its finished runs: the final test accuracies' mean
-    and sd, the seconds per run, how many collapsed (the stall rate of the
-    arm) and, with `target`, how many ended at or above it."""
-    models = {}
-    for run in runs:
-        if run.get("test_accuracy") is not None:
-            models.setdefault(run["model"], []).append(run)
+    """Per model: over its finished runs, the final test accuracies' mean
+    and sd and the seconds per run; how many of its trained runs collapsed
+    at least once (the arm's collapse rate; runs stopped by the budget
+    count), how many were stopped or skipped by the budget and, with
+    `target`, how many finished at or above it."""
     table = {}
-    for model, finished in models.items():
-        accuracies = [r["test_accuracy"] for r in finished]
-        row = {
-            "runs": len(finished),
-            "seeds": [r["seed"] for r in finished],
-            "mean": round(statistics.mean(accuracies), 5),
-            "sd": (round(statistics.stdev(accuracies), 5)
-                   if len(accuracies) > 1 else None),
-            "seconds_mean": round(statistics.mean(r["seconds"]
-                                                  for r in finished), 1),
-            "collapsed": sum(collapse_epoch(r["curves"]) is not None
-                             for r in finished),
-        }
+    for run in runs:
+        row = table.setdefault(run["model"], {
+            "runs": 0, "seeds": [], "mean": None, "sd": None,
+            "seconds_mean": None, "collapsed": 0, "stopped": 0,
+            "skipped": 0, "accuracies": [], "seconds": []})
+        if "skipped" in run:
+            row["skipped"] += 1
+            continue
+        row["collapsed"] += bool(collapses(run["curves"]))
+        if run.get("test_accuracy") is None:
+            row["stopped"] += 1
+            continue
+        row["runs"] += 1
+        row["seeds"].append(run["seed"])
+        row["accuracies"].append(run["test_accuracy"])
+        row["seconds"].append(run["seconds"])
+    for row in table.values():
+        accuracies, seconds = row.pop("accuracies"), row.pop("seconds")
+        if accuracies:
+            row["mean"] = round(statistics.mean(accuracies), 5)
+            row["seconds_mean"] = round(statistics.mean(seconds), 1)
+        if len(accuracies) > 1:
+            row["sd"] = round(statistics.stdev(accuracies), 5)
         if target is not None:
             row["at_or_above_target"] = sum(a >= target for a in accuracies)
-        table[model] = row
     return table
+
+
+def summary_line(model, row, target=None):
+    """One model's summary as a line of text."""
+    trained = row["runs"] + row["stopped"]
+    parts = [f"{row['collapsed']} of {trained} collapsed"]
+    if row["mean"] is not None:
+        sd = "" if row["sd"] is None else f" +- {100 * row['sd']:.2f}"
+        parts.insert(0, f"{100 * row['mean']:.2f}%{sd} over seeds "
+                     f"{row['seeds']}, {row['seconds_mean']:.0f} s a run")
+        if target is not None:
+            parts.append(f"{row['at_or_above_target']} at or above "
+                         f"{100 * target:g}%")
+    parts += [f"{row[k]} {k}" for k in ("stopped", "skipped") if row[k]]
+    return f"{model}: " + ", ".join(parts)
 
 
 def _divisor(n, at_most):
@@ -403,7 +434,9 @@ def plot(results, path):
     fig.savefig(path, dpi=100)
 
 
-def save(results, path):
+def save(results, path, target=None):
+    """Writes `results` with its summary brought up to date."""
+    results["summary"] = summary(results["runs"], target)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + ".tmp", "w") as f:
         json.dump(results, f, indent=1)
@@ -453,7 +486,7 @@ def main(argv=None):
         "versions": {"keras": keras.__version__,
                      backend: __import__(backend).__version__,
                      "python": platform.python_version()},
-        "recipe": recipe, "runs": [],
+        "recipe": recipe, "target": args.target, "runs": [],
     }
     print(f"{backend} on {device['platform']} ({device['name']}); "
           f"{len(x_train)} train / {len(x_test)} test images", flush=True)
@@ -473,7 +506,7 @@ def main(argv=None):
                     "model": name, "depth": depth, "neuron": neuron,
                     "seed": seed, "epochs": args.epochs,
                     "skipped": "time budget"})
-                save(results, args.output)
+                save(results, args.output, args.target)
                 continue
             print(f"== {name} seed {seed}", flush=True)
             record = train_one(args, neuron, depth, seed, data,
@@ -485,21 +518,11 @@ def main(argv=None):
                   f"{record['seconds']:.0f} s ({record['seconds_per_epoch']:.2f}"
                   " s/epoch)", flush=True)
             results["runs"].append(record)
-            save(results, args.output)
+            save(results, args.output, args.target)
     results["seconds"] = round(time.time() - start, 1)
-    results["summary"] = summary(results["runs"], args.target)
-    if args.target is not None:
-        results["target"] = args.target
-    save(results, args.output)
+    save(results, args.output, args.target)
     for model, row in results["summary"].items():
-        sd = "" if row["sd"] is None else f" +- {100 * row['sd']:.2f}"
-        reached = ("" if args.target is None else
-                   f", {row['at_or_above_target']} at or above "
-                   f"{100 * args.target:g}%")
-        print(f"{model}: {100 * row['mean']:.2f}%{sd} over seeds "
-              f"{row['seeds']}, {row['seconds_mean']:.0f} s a run, "
-              f"{row['collapsed']} of {row['runs']} collapsed{reached}",
-              flush=True)
+        print(summary_line(model, row, args.target), flush=True)
     if args.plot:
         plot(results, args.plot)
     print(f"wrote {args.output}", flush=True)

@@ -77,11 +77,19 @@ def test_the_augmentation_crops_and_flips_each_image_of_its_padding():
     assert len(draws) > 1  # one draw per image
 
 
-def test_a_tiny_grid_end_to_end(tmp_path):
+def test_a_tiny_grid_end_to_end(tmp_path, monkeypatch):
     data = str(tmp_path / "data.npz")
     _npz(data, train=45)  # the last 5 left out: whole batches only
     output = str(tmp_path / "results.json")
     weights = str(tmp_path / "weights")
+    fitted = []
+    fit = keras.Model.fit
+
+    def recording_fit(model, *args, **kwargs):
+        fitted.append(model)
+        return fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording_fit)
     cifar10_grid.main([
         "--data", data, "--runs", "quadratic:8", "--seeds", "3",
         "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "20",
@@ -95,6 +103,11 @@ def test_a_tiny_grid_end_to_end(tmp_path):
     assert results["recipe"]["label_smoothing"] == 0.1
     assert results["recipe"]["nesterov"] is True
     assert results["recipe"]["global_clipnorm"] == 5
+    # and the run was trained with them
+    trained, = fitted
+    sgd = trained.optimizer.inner_optimizer
+    assert sgd.nesterov and sgd.global_clipnorm == 5
+    assert trained.loss.get_config()["label_smoothing"] == 0.1
     run, = results["runs"]
     assert (run["model"], run["depth"], run["neuron"], run["seed"],
             run["epochs"]) == ("QResNet8", 8, "quadratic", 3, 2)
@@ -103,11 +116,12 @@ def test_a_tiny_grid_end_to_end(tmp_path):
     assert [len(run["curves"][k]) for k in ("relinear_gate",
                                             "relinear_square")] == [2, 2]
     assert run["curves"]["relinear_square"][-1] > 0
-    assert run["collapsed_in_epoch"] == cifar10_grid.collapse_epoch(
-        run["curves"])
+    assert isinstance(run["collapses_in_epochs"], list)
+    assert isinstance(run["test_drops_after_epochs"], list)
     row = results["summary"]["QResNet8"]
     assert row["runs"] == 1 and row["seeds"] == [3] and row["sd"] is None
     assert row["mean"] == run["test_accuracy"]
+    assert row["collapsed"] == bool(run["collapses_in_epochs"])
     assert row["at_or_above_target"] == int(run["test_accuracy"] >= 0.01)
     assert results["recipe"]["train_examples"] == 40
     assert run["test_accuracy"] == run["curves"]["val_accuracy"][-1]
@@ -121,29 +135,41 @@ def test_a_tiny_grid_end_to_end(tmp_path):
     assert keras.config.dtype_policy().name == "float32"
 
 
-def test_a_collapse_is_read_from_training_and_a_test_drop_is_listed():
-    curves = {"accuracy": [0.3, 0.5, 0.62, 0.55, 0.51, 0.7],
-              "loss": [2.0, 1.5, 1.1, 1.2, 1.3, 0.9],
-              "val_accuracy": [0.3, 0.45, 0.6, 0.38, 0.35, 0.65]}
-    # 0.51 < 0.62 - 0.1 in epoch 5; 0.55 in epoch 4 is within 0.1
-    assert cifar10_grid.collapse_epoch(curves) == 5
-    assert cifar10_grid.collapse_epoch(curves, drop=0.05) == 4
+def test_collapses_are_read_from_training_and_test_drops_listed():
+    curves = {"accuracy": [0.3, 0.5, 0.62, 0.55, 0.51, 0.7, 0.4],
+              "loss": [2.0, 1.5, 1.1, 1.2, 1.3, 0.9, 1.6],
+              "val_accuracy": [0.3, 0.45, 0.6, 0.38, 0.35, 0.65, 0.62]}
+    # 0.51 < 0.62 - 0.1 in epoch 5 (0.55 in epoch 4 is within 0.1); up
+    # again in 6; down in 7: two collapses
+    assert cifar10_grid.collapses(curves) == [5, 7]
+    assert cifar10_grid.collapses(curves, drop=0.05) == [4, 7]
     assert cifar10_grid.test_drops(curves) == [4]  # one fall, two epochs
-    curves["loss"][1] = float("nan")
-    assert cifar10_grid.collapse_epoch(curves) == 2
-    curves["val_accuracy"][4:] = [0.55, float("nan")]  # up, then NaN
+    curves["loss"][1] = float("nan")  # a loss that is not finite
+    assert cifar10_grid.collapses(curves) == [2, 5, 7]
+    curves["val_accuracy"][4:] = [0.55, float("nan"), 0.6]  # up, NaN, up
     assert cifar10_grid.test_drops(curves) == [4, 6]
     steady = {"accuracy": [0.3, 0.25, 0.5], "loss": [2.0, 2.1, 1.4]}
-    assert cifar10_grid.collapse_epoch(steady) is None
+    assert cifar10_grid.collapses(steady) == []
     runs = [dict(model="A", seed=s, test_accuracy=a, seconds=10.0 + s,
                  curves=c)
             for s, (a, c) in enumerate([(0.9, steady), (0.8, curves),
                                         (0.94, steady)])]
-    runs.append(dict(model="A", seed=3, skipped="time budget"))
-    row = cifar10_grid.summary(runs, target=0.93)["A"]
-    assert row == {"runs": 3, "seeds": [0, 1, 2], "mean": 0.88,
-                   "sd": 0.07211, "seconds_mean": 11.0, "collapsed": 1,
-                   "at_or_above_target": 1}
+    runs.append(dict(model="A", seed=3, test_accuracy=None, seconds=5.0,
+                     curves=curves, stopped_after_epoch=7))
+    runs.append(dict(model="A", seed=4, skipped="time budget"))
+    runs.append(dict(model="B", seed=0, skipped="time budget"))
+    table = cifar10_grid.summary(runs, target=0.93)
+    assert table["A"] == {
+        "runs": 3, "seeds": [0, 1, 2], "mean": 0.88, "sd": 0.07211,
+        "seconds_mean": 11.0, "collapsed": 2, "stopped": 1, "skipped": 1,
+        "at_or_above_target": 1}
+    assert table["B"]["runs"] == 0 and table["B"]["skipped"] == 1
+    assert table["B"]["mean"] is None
+    assert cifar10_grid.summary_line("A", table["A"], 0.93) == (
+        "A: 88.00% +- 7.21 over seeds [0, 1, 2], 11 s a run, 2 of 4 "
+        "collapsed, 1 at or above 93%, 1 stopped, 1 skipped")
+    assert cifar10_grid.summary_line("B", table["B"]) == (
+        "B: 0 of 0 collapsed, 1 skipped")
 
 
 @pytest.mark.parametrize("argv,match", [
@@ -154,6 +180,7 @@ def test_a_collapse_is_read_from_training_and_a_test_drop_is_listed():
     (["--data", "x.npz", "--label-smoothing", "1"], "--label-smoothing"),
     (["--data", "x.npz", "--target", "93"], "--target"),
     (["--data", "x.npz", "--global-clipnorm", "0"], "--global-clipnorm"),
+    (["--data", "x.npz", "--nesterov", "--momentum", "0"], "--nesterov"),
 ])
 def test_bad_flags_exit_2_with_a_line_that_names_them(argv, match, capsys):
     with pytest.raises(SystemExit) as exit:
