@@ -407,28 +407,61 @@ def _divisor(n, at_most):
 
 
 def plot(results, path):
-    """Test accuracy per epoch of every run, one panel per model."""
+    """One column per model: the test accuracy per epoch of every run
+    (each collapse in training marked with an x) and, for quadratic
+    models, `relinear_square` (solid) and `relinear_gate` (dashed) below
+    it."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     runs = [r for r in results["runs"] if "curves" in r]
     models = list(dict.fromkeys(r["model"] for r in runs))  # run order
     if not models:
         return
-    fig = Figure(figsize=(5 * len(models), 4))
-    axes = fig.subplots(1, len(models), squeeze=False)[0]
-    for ax, model in zip(axes, models):
-        for r in (r for r in runs if r["model"] == model):
-            accuracy = r["curves"]["val_accuracy"]
-            ax.plot(range(1, len(accuracy) + 1), [100 * a for a in accuracy],
-                    label=f"seed {r['seed']}: {100 * accuracy[-1]:.2f}%")
+    quadratic = any("relinear_square" in r["curves"] for r in runs)
+    rows = 2 if quadratic else 1
+    fig = Figure(figsize=(5 * len(models), 4 * rows))
+    axes = fig.subplots(rows, len(models), squeeze=False)
+    for column, model in enumerate(models):
+        ax = axes[0][column]
+        model_runs = [r for r in runs if r["model"] == model]
+        for r in model_runs:
+            accuracy = [100 * a for a in r["curves"]["val_accuracy"]]
+            line, = ax.plot(range(1, len(accuracy) + 1), accuracy,
+                            label=f"seed {r['seed']}: {accuracy[-1]:.2f}%")
+            marked = [e for e in collapses(r["curves"])
+                      if e <= len(accuracy)]
+            ax.plot(marked, [accuracy[e - 1] for e in marked], "x",
+                    color=line.get_color(), markersize=9)
         ax.set_title(model)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch (x: a collapse in training)")
         ax.set_ylabel("test accuracy (%)")
-        lowest = min(min(r["curves"]["val_accuracy"]) for r in runs
-                     if r["model"] == model)
+        lowest = min(min(r["curves"]["val_accuracy"]) for r in model_runs)
         ax.set_ylim(min(40, 10 * int(10 * lowest)), 100)  # a collapse shows
         ax.grid(alpha=0.3)
         ax.legend(loc="best")
+        if not quadratic:
+            continue
+        ax = axes[1][column]
+        for r in model_runs:
+            curves = r["curves"]
+            if "relinear_square" not in curves:
+                continue
+            epochs = range(1, len(curves["relinear_square"]) + 1)
+            line, = ax.plot(epochs, curves["relinear_square"],
+                            label=f"seed {r['seed']}")
+            if "relinear_gate" in curves:
+                ax.plot(epochs, curves["relinear_gate"], "--",
+                        color=line.get_color())
+        if ax.lines:
+            ax.set_ylabel("relinear_square (solid), relinear_gate (dashed)")
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            ax.legend(loc="best")
+        else:
+            ax.set_axis_off()  # a linear model: no quadratic terms
+    for ax in axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"CIFAR-10, {results.get('card', '')}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
