@@ -38,8 +38,10 @@ its best so far (`test_drops_after_epochs`, for reading only), and a
 summary per model: mean and sd of the final-epoch test accuracies,
 seconds per run, runs that collapsed, stopped or were skipped, and with
 `--target` how many ended at or above it. With `--label-smoothing` the
-losses (test loss included) are the smoothed ones. `--plot PNG` draws the
-test accuracy per epoch of every run (also with `--plot-only`).
+losses (test loss included) are the smoothed ones. `--plot PNG` draws, one
+column per model, the test accuracy per epoch of every run with an x at
+each collapse and, for quadratic models, the relinear curves below it
+(also with `--plot-only`).
 """
 
 import argparse
@@ -132,6 +134,8 @@ def parse_args(argv=None):
                     "(8, 14, 20, 32, 44, 56, ...)")
     if args.global_clipnorm is not None and not args.global_clipnorm > 0:
         p.error("--global-clipnorm must be > 0")
+    if not 0 <= args.momentum <= 1:
+        p.error("--momentum must be in [0, 1]")
     if args.nesterov and args.momentum == 0:
         p.error("--nesterov needs a --momentum > 0")
     if not 0 <= args.label_smoothing < 1:
@@ -425,19 +429,26 @@ def plot(results, path):
     for column, model in enumerate(models):
         ax = axes[0][column]
         model_runs = [r for r in runs if r["model"] == model]
+        finite = [a for r in model_runs for a in r["curves"]["val_accuracy"]
+                  if math.isfinite(a)]
+        bottom = min(40, 10 * int(10 * min(finite, default=0.0)))
         for r in model_runs:
             accuracy = [100 * a for a in r["curves"]["val_accuracy"]]
+            label = f"seed {r['seed']}: {accuracy[-1]:.2f}%"
+            if "stopped_after_epoch" in r:
+                label += f" (stopped after epoch {r['stopped_after_epoch']})"
             line, = ax.plot(range(1, len(accuracy) + 1), accuracy,
-                            label=f"seed {r['seed']}: {accuracy[-1]:.2f}%")
+                            label=label)
             marked = [e for e in collapses(r["curves"])
                       if e <= len(accuracy)]
-            ax.plot(marked, [accuracy[e - 1] for e in marked], "x",
-                    color=line.get_color(), markersize=9)
+            heights = [accuracy[e - 1] if math.isfinite(accuracy[e - 1])
+                       else bottom for e in marked]  # (NaN: on the axis)
+            ax.plot(marked, heights, "x", color=line.get_color(),
+                    markersize=9, clip_on=False)
         ax.set_title(model)
         ax.set_xlabel("epoch (x: a collapse in training)")
         ax.set_ylabel("test accuracy (%)")
-        lowest = min(min(r["curves"]["val_accuracy"]) for r in model_runs)
-        ax.set_ylim(min(40, 10 * int(10 * lowest)), 100)  # a collapse shows
+        ax.set_ylim(bottom, 100)  # a collapse shows
         ax.grid(alpha=0.3)
         ax.legend(loc="best")
         if not quadratic:

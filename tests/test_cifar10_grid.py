@@ -116,8 +116,9 @@ def test_a_tiny_grid_end_to_end(tmp_path, monkeypatch):
     assert [len(run["curves"][k]) for k in ("relinear_gate",
                                             "relinear_square")] == [2, 2]
     assert run["curves"]["relinear_square"][-1] > 0
-    assert isinstance(run["collapses_in_epochs"], list)
-    assert isinstance(run["test_drops_after_epochs"], list)
+    assert run["collapses_in_epochs"] == cifar10_grid.collapses(run["curves"])
+    assert run["test_drops_after_epochs"] == cifar10_grid.test_drops(
+        run["curves"])
     row = results["summary"]["QResNet8"]
     assert row["runs"] == 1 and row["seeds"] == [3] and row["sd"] is None
     assert row["mean"] == run["test_accuracy"]
@@ -172,6 +173,41 @@ def test_collapses_are_read_from_training_and_test_drops_listed():
         "B: 0 of 0 collapsed, 1 skipped")
 
 
+def test_a_run_past_its_deadline_stops_and_the_summary_and_plot_say_so(
+        tmp_path):
+    arrays = _npz(str(tmp_path / "data.npz"))
+    data = (arrays["x_train"], arrays["y_train"].astype("int32"),
+            arrays["x_test"], arrays["y_test"].astype("int32"))
+    args = cifar10_grid.parse_args([
+        "--data", "unused", "--epochs", "2", "--warmup-epochs", "1",
+        "--batch-size", "20", "--mixed-precision", "none", "--verbose", "0"])
+    record = cifar10_grid.train_one(args, "linear", 8, 0, data, deadline=0)
+    assert record["stopped_after_epoch"] == 1
+    assert record["test_accuracy"] is None
+    assert len(record["curves"]["val_accuracy"]) == 1
+    # the summary is in the file after every run
+    output = str(tmp_path / "results.json")
+    results = {"runs": [record]}
+    cifar10_grid.save(results, output, target=0.5)
+    with open(output) as f:
+        row = json.load(f)["summary"]["ResNet8"]
+    assert (row["runs"], row["stopped"], row["mean"]) == (0, 1, None)
+    # a plot of a stopped run, a run whose test accuracy starts and ends
+    # as NaN (a collapse marked where there is no value), and a quadratic
+    # one beside the linear one
+    nan = float("nan")
+    broken = {"accuracy": [0.2, 0.1, 0.3], "loss": [2.0, nan, 1.9],
+              "val_accuracy": [nan, 0.3, nan]}
+    quadratic = {**broken, "relinear_gate": [0.1, nan, 0.2],
+                 "relinear_square": [0.1, 0.2, 0.3]}
+    results["runs"] += [
+        dict(model="ResNet8", seed=1, curves=broken, test_accuracy=nan),
+        dict(model="QResNet8", seed=0, curves=quadratic, test_accuracy=nan),
+        dict(model="QResNet8", seed=1, skipped="time budget")]
+    cifar10_grid.plot(results, str(tmp_path / "curves.png"))
+    assert os.path.getsize(tmp_path / "curves.png") > 0
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--data", "x.npz", "--runs", "quadratic:21"], "6n\\+2"),
     (["--data", "x.npz", "--runs", "cubic:20"], "NEURON:DEPTH"),
@@ -181,6 +217,7 @@ def test_collapses_are_read_from_training_and_test_drops_listed():
     (["--data", "x.npz", "--target", "93"], "--target"),
     (["--data", "x.npz", "--global-clipnorm", "0"], "--global-clipnorm"),
     (["--data", "x.npz", "--nesterov", "--momentum", "0"], "--nesterov"),
+    (["--data", "x.npz", "--momentum", "1.5"], "--momentum"),
 ])
 def test_bad_flags_exit_2_with_a_line_that_names_them(argv, match, capsys):
     with pytest.raises(SystemExit) as exit:

@@ -473,14 +473,20 @@ def test_torch_convolves_a_channels_last_input_without_copying_it(cls,
     dict(strides=2, padding="same", dilation_rate=1),
     dict(strides=1, padding="valid", dilation_rate=2),
 ], ids=["same", "strided", "dilated"])
-def test_torch_convolve_equals_keras_ops_to_the_bit(rank, depthwise, kwargs):
+@pytest.mark.parametrize("memory", ["nhwc", "nchw"])
+def test_torch_convolve_equals_keras_ops_to_the_bit(rank, depthwise, kwargs,
+                                                    memory):
     import torch
 
     from keras_quadratic.layers.conv import convolve
 
     operation = (keras.ops.depthwise_conv if depthwise else keras.ops.conv)
-    x = torch.tensor(random((2, *SPATIAL[rank][:rank], 3), scale=0.5),
-                     requires_grad=True)
+    x = random((2, *SPATIAL[rank][:rank], 3), scale=0.5)
+    if memory == "nhwc":
+        x = torch.tensor(x, requires_grad=True)
+    else:  # channels_last values in NCHW memory, as Keras's pooling returns
+        x = torch.tensor(np.moveaxis(x, -1, 1).copy(), requires_grad=True)
+        x = x.permute(0, *range(2, rank + 2), 1)
     kernel = torch.tensor(random((2,) * rank + (3, 2), 1),
                           requires_grad=True)
     results = []

@@ -30,18 +30,23 @@ def _tensorflow_on_cpu_only():
         for device in keras.distribution.list_devices())
 
 
-def _torch_channels_last_as_view(rank):
+def _torch_channels_last_as_view(inputs):
     """Whether `convolve` hands torch the transposed view of a
     channels_last input: on the torch backend, for 2D and 3D convolutions
     (a 3-D tensor has no channels-last memory format: torch would copy the
-    view), and not while torch.compile traces (Inductor lays memory out
-    itself, and the view trips its stride analysis for dynamic image
-    sizes, torch 2.13)."""
-    if keras.backend.backend() != "torch" or rank < 2:
+    view) of an input in NHWC order in memory (a view of other memory, as
+    Keras's torch pooling returns, would get another of torch's
+    algorithms), and not while torch.compile or torch.export traces
+    (Inductor lays memory out itself, and the view trips its stride
+    analysis for dynamic image sizes, torch 2.13)."""
+    if keras.backend.backend() != "torch" or len(inputs.shape) < 4:
         return False
     import torch
 
-    return not torch.compiler.is_compiling()
+    compiling = getattr(torch.compiler, "is_compiling", None)
+    if compiling is None:  # torch < 2.3
+        compiling = torch._dynamo.is_compiling
+    return inputs.is_contiguous() and not compiling()
 
 
 def convolve(inputs, kernel, *, strides, padding, data_format,
@@ -58,18 +63,16 @@ def convolve(inputs, kernel, *, strides, padding, data_format,
       (2-core AMD EPYC, 3x3 convolution, batch 128, forward and backward:
       float32 16->32 channels at 32x32 32.8 ms against 31.8 native, 64->128
       at 8x8 14.1 against 20.4; bfloat16 11.4 against 37.1).
-    - On torch a 2D or 3D `channels_last` convolution runs as
-      `channels_first` on the transposed view (in eager mode; under
-      torch.compile it is Keras's). Keras's torch convolution copies a
-      `channels_last` input into NCHW memory and then back into channels-
-      last memory (two copies of the input, and two of its gradient); the
-      view of an NHWC-contiguous input (what a layer produces) already is
+    - On torch a 2D or 3D `channels_last` convolution of an input stored
+      in NHWC order (contiguous) runs as `channels_first` on the
+      transposed view, in eager mode (under torch.compile and torch.export
+      it is Keras's). Keras's torch convolution copies a `channels_last`
+      input into NCHW memory and then back into channels-last memory (two
+      copies of the input, and two of its gradient); the view already is
       an NCHW tensor in channels-last memory, which torch's convolutions
       take as it is, with the same results to the bit (QResNet20 training
       step, batch 128, float32, 2-core AMD EPYC, `benchmarks/keras_step.py`:
-      0.69-0.70 s and 1.98 GB at peak against 0.74 s and 2.37 GB). Inputs
-      laid out otherwise (a strided slice, a permuted NCHW array) may get
-      another of torch's algorithms: results within an ulp or so.
+      0.69-0.70 s and 1.98 GB at peak against 0.74 s and 2.37 GB).
 
     Elsewhere it is `operation` itself.
     """
@@ -82,7 +85,8 @@ def convolve(inputs, kernel, *, strides, padding, data_format,
         outputs = operation(keras.ops.transpose(inputs, to_last), kernel,
                             data_format="channels_last", **arguments)
         return keras.ops.transpose(outputs, to_first)
-    if data_format == "channels_last" and _torch_channels_last_as_view(rank):
+    if data_format == "channels_last" and _torch_channels_last_as_view(
+            inputs):
         outputs = operation(keras.ops.transpose(inputs, to_first), kernel,
                             data_format="channels_first", **arguments)
         return keras.ops.transpose(outputs, to_last)
