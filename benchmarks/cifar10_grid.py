@@ -444,7 +444,7 @@ def plot(results, path):
             heights = [accuracy[e - 1] if math.isfinite(accuracy[e - 1])
                        else bottom for e in marked]  # (NaN: on the axis)
             ax.plot(marked, heights, "x", color=line.get_color(),
-                    markersize=9, clip_on=False)
+                    markersize=9)
         ax.set_title(model)
         ax.set_xlabel("epoch (x: a collapse in training)")
         ax.set_ylabel("test accuracy (%)")
