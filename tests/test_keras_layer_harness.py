@@ -106,3 +106,15 @@ def test_keras_run_layer_test_qresnet_layers(cls, kwargs, input_shape,
         supports_masking=False,
         # ZeroPadShortcut has no weights to train
         run_training_check=bool(trainable))
+
+
+@pytest.mark.parametrize("axis,input_shape", [(-1, (2, 4, 4, 3)),
+                                              (1, (2, 3, 4, 4))])
+def test_keras_run_layer_test_fused_batch_normalization(axis, input_shape):
+    _keras_test_case().run_layer_test(
+        kq.layers.BatchNormalization,
+        init_kwargs=dict(axis=axis, momentum=0.9, epsilon=1e-5),
+        input_shape=input_shape, expected_output_shape=input_shape,
+        expected_num_trainable_weights=2,
+        expected_num_non_trainable_weights=2, expected_num_losses=0,
+        supports_masking=True)

@@ -507,9 +507,10 @@ def test_torch_convolve_equals_keras_ops_to_the_bit(rank, depthwise, kwargs,
 def test_torch_compiled_training_takes_new_image_sizes():
     # Inductor's stride analysis fails on the transposed view for a second,
     # dynamic image size (torch 2.13): under torch.compile the layers
-    # leave the layout to Keras.
+    # (the convolution and the batch norm) leave the layout to Keras.
     model = keras.Sequential([keras.Input((None, None, 3)),
                               kq.QuadraticConv2D(2, 3),
+                              kq.layers.BatchNormalization(),
                               keras.layers.GlobalAveragePooling2D()])
     model.compile("sgd", "mse", jit_compile=True)
     for size in (6, 7):

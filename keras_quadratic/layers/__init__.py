@@ -20,6 +20,7 @@ from keras_quadratic.layers.depthwise_conv import (
 )
 from keras_quadratic.layers.depthwise_conv import QuadraticDepthwiseConv1D
 from keras_quadratic.layers.depthwise_conv import QuadraticDepthwiseConv2D
+from keras_quadratic.layers.normalization import BatchNormalization
 from keras_quadratic.layers.separable_conv import BaseQuadraticSeparableConv
 from keras_quadratic.layers.separable_conv import (
     CompactQuadraticSeparableConv1D,

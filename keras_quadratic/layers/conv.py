@@ -41,12 +41,17 @@ def _torch_channels_last_as_view(inputs):
     analysis for dynamic image sizes, torch 2.13)."""
     if keras.backend.backend() != "torch" or len(inputs.shape) < 4:
         return False
+    return inputs.is_contiguous() and not torch_is_compiling()
+
+
+def torch_is_compiling():
+    """Whether torch.compile or torch.export is tracing (torch backend)."""
     import torch
 
     compiling = getattr(torch.compiler, "is_compiling", None)
     if compiling is None:  # torch < 2.3
         compiling = torch._dynamo.is_compiling
-    return inputs.is_contiguous() and not compiling()
+    return compiling()
 
 
 def convolve(inputs, kernel, *, strides, padding, data_format,

@@ -16,6 +16,7 @@ import os
 import keras
 import numpy as np
 
+from keras_quadratic.layers import BatchNormalization
 from keras_quadratic.layers import CompactQuadraticConv2D
 from keras_quadratic.layers import QuadraticConv2D
 
@@ -338,8 +339,8 @@ def QResNet(
         # PyTorch's defaults, as in the original (momentum 0.1 there): with
         # Keras's 0.99 the moving statistics lag far behind in short runs,
         # and a quadratic network amplifies that at inference.
-        return layers.BatchNormalization(axis=bn_axis, momentum=0.9,
-                                         epsilon=1e-5, name=label)
+        return BatchNormalization(axis=bn_axis, momentum=0.9, epsilon=1e-5,
+                                  name=label)
     conv_class = _CONVS[neuron]
     layers = keras.layers
 
