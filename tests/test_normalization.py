@@ -112,34 +112,92 @@ def test_trains_as_keras_batch_normalization(shape, axis, center, scale,
                                    atol=tolerance)
 
 
-@pytest.mark.parametrize("case", ["mask", "renorm", "one_value",
-                                  "float64"])
-def test_where_the_kernel_does_not_apply_it_is_keras(case):
-    shape, kwargs, mask = (4, 3, 5), {}, None
+@pytest.mark.parametrize("case", [
+    "mask", "renorm", "one_value", "float64", "bfloat16_variables",
+    "frozen", "rank3_channels_last", "middle_axis"])
+def test_equals_keras_where_the_kernel_does_not_apply_or_is_frozen(case):
+    # shapes the kernel would take, but for the case
+    shape, kwargs, mask = (6, 5), {}, None
     if case == "mask":
-        mask = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 1, 1]],
-                        dtype=bool)
+        shape = (2, 4, 5, 3)
+        mask = np.random.default_rng(0).random(shape[:-1]) < 0.6
     elif case == "renorm":
         kwargs = dict(renorm=True)
     elif case == "one_value":  # PyTorch refuses one value per channel
         shape = (1, 5)
-    elif case == "float64":
-        kwargs = dict(dtype="float64")
+    elif case in ("float64", "bfloat16_variables"):
+        kwargs = dict(dtype=case.split("_")[0])
+    elif case == "frozen":
+        shape = (2, 4, 5, 3)
+    elif case == "rank3_channels_last":
+        shape = (4, 3, 5)
+    elif case == "middle_axis":
+        shape, kwargs = (2, 3, 4, 5), dict(axis=2)
     x = random(shape, scale=2.0) + 1.0
     results = []
     for cls in (keras.layers.BatchNormalization,
                 kq.layers.BatchNormalization):
         layer = _layer(cls, shape, **kwargs)
+        # frozen: training=True with trainable=False normalizes with the
+        # moving statistics and leaves them as they are
+        layer.trainable = case != "frozen"
         y = layer(x, training=True, mask=mask)
-        results.append([to_numpy(y)] + [to_numpy(w) for w in layer.weights])
+        results.append([to_numpy(keras.ops.cast(y, "float32"))]
+                       + [to_numpy(keras.ops.cast(w, "float32"))
+                          for w in layer.weights])
+    # Keras's own computation, to the bit; frozen, the kernel's inference
+    tolerance = 1e-6 if case == "frozen" else 0
     for expected, got in zip(*results):
-        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(got, expected, rtol=tolerance,
+                                   atol=tolerance)
+
+
+def test_stateless_call_returns_the_new_statistics_and_keeps_the_variables():
+    x = random((6, 4, 4, 3), scale=2.0) + 1.0
+    results = []
+    for cls in (keras.layers.BatchNormalization,
+                kq.layers.BatchNormalization):
+        layer = _layer(cls, x.shape)
+        before = [to_numpy(v) for v in layer.non_trainable_weights]
+        y, statistics = layer.stateless_call(
+            [v.value for v in layer.trainable_weights],
+            [v.value for v in layer.non_trainable_weights], x, training=True)
+        for variable, value in zip(layer.non_trainable_weights, before):
+            np.testing.assert_array_equal(to_numpy(variable), value)
+        results.append([to_numpy(y)] + [to_numpy(v) for v in statistics])
+        assert not np.allclose(results[-1][1], before[0])
+    for expected, got in zip(*results):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="about torch's autograd")
+def test_torch_differentiates_inference_by_the_moving_statistics():
+    # A functional training loop may differentiate by every variable: the
+    # fused kernel takes the statistics as buffers, so Keras's way computes.
+    import torch
+
+    x = torch.tensor(random((4, 3)))
+    gradients = []
+    for cls in (keras.layers.BatchNormalization,
+                kq.layers.BatchNormalization):
+        layer = _layer(cls, (4, 3))
+        statistics = [v.value.detach().clone().requires_grad_()
+                      for v in layer.non_trainable_weights]
+        y, _ = layer.stateless_call(
+            [v.value for v in layer.trainable_weights], statistics, x,
+            training=False)
+        gradients.append([g.numpy() for g in torch.autograd.grad(
+            (y * torch.tensor(random((4, 3), 5))).sum(), statistics)])
+    for expected, got in zip(*gradients):
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "torch",
                     reason="about the torch kernels that run")
 @pytest.mark.parametrize("shape,axis", [((2, 4, 5, 3), -1),
-                                        ((2, 3, 4, 5), 1)])
+                                        ((2, 3, 4, 5), 1),
+                                        ((2, 3, 4, 2, 3), -1)])
 def test_torch_runs_one_fused_kernel_and_copies_no_input(shape, axis):
     import torch
     from torch.profiler import ProfilerActivity
@@ -158,8 +216,9 @@ def test_torch_runs_one_fused_kernel_and_copies_no_input(shape, axis):
     assert "aten::mean" not in names and "aten::var" not in names
     copied = [e.input_shapes[0] for e in trace.events()
               if e.name in ("aten::copy_", "aten::clone", "aten::contiguous")]
-    channels_first = [shape[0], shape[axis], *(s for i, s in enumerate(shape)
-                                              if i not in (0, axis % 4))]
+    channels_first = [shape[0], shape[axis],
+                      *(s for i, s in enumerate(shape)
+                        if i not in (0, axis % len(shape)))]
     assert list(shape) not in copied and channels_first not in copied
 
 

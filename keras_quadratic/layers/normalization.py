@@ -1,5 +1,7 @@
 """Batch normalization that PyTorch computes in one kernel on torch."""
 
+import math
+
 import keras
 
 from keras_quadratic.layers.conv import torch_is_compiling
@@ -9,9 +11,7 @@ _FUSED_INPUT_DTYPES = ("float16", "bfloat16", "float32")
 
 @keras.saving.register_keras_serializable(package="keras_quadratic")
 class BatchNormalization(keras.layers.BatchNormalization):
-    """Keras's `BatchNormalization`, computed by PyTorch's fused batch-norm
-    kernel on the torch backend (cuDNN's on a GPU, as `torch.nn.BatchNorm2d`
-    does).
+    """Keras's `BatchNormalization`, run by PyTorch's fused kernel on torch.
 
     It normalizes each channel `c` of its input `x`:
 
@@ -23,24 +23,34 @@ class BatchNormalization(keras.layers.BatchNormalization):
     `moving_mean = moving_mean * momentum + mean * (1 - momentum)` (and the
     same for `moving_variance`); in inference, `mean` and `var` are the
     moving statistics. This is `keras.layers.BatchNormalization`, with the
-    same arguments, variables and results (up to rounding); its name is the
-    same too, so that `.weights.h5` files (whose paths Keras derives from
-    class names) are interchangeable between a model built with either.
+    same arguments and variables; its name is the same too, so that
+    `.weights.h5` files (whose paths Keras derives from class names) are
+    interchangeable between a model built with either.
 
     Keras's own layer computes it on torch as a dozen separate operations
     (two reductions for the moments, then the elementwise normalization),
     each a kernel of its own on a GPU, and as many again for the gradient.
     This layer hands the whole normalization, forward and backward, to
-    `torch.nn.functional.batch_norm`, with the input and its gradient in
-    their own dtype (a `mixed_bfloat16` input is not cast to float32 and
-    back; the statistics are still computed in float32). A channels-last
-    input of rank 4 or 5 is handed over as its transposed view, as
-    channels-first in channels-last memory, without a copy. It computes
-    Keras's way on TensorFlow and JAX (whose compilers fuse it themselves),
-    and on torch where the kernel does not apply: with a mask, `renorm`,
-    variables that are not float32, input dtypes other than float16,
-    bfloat16 and float32, a single value per channel in training, or under
-    torch.compile (whose Inductor fuses Keras's computation itself).
+    `torch.nn.functional.batch_norm`, the function behind
+    `torch.nn.BatchNorm2d`, which picks the kernel (cuDNN's, where PyTorch
+    selects it on a GPU), with the input and its gradient in their own
+    dtype (a `mixed_bfloat16` input is not cast to float32 and back; the
+    statistics are still computed in float32). A channels-last input of
+    rank 4 or 5 is handed over as its transposed view, as channels-first in
+    channels-last memory, without a copy. The results equal Keras's up to
+    rounding for normalized data; for data far from zero PyTorch's variance
+    is the more accurate one (Keras's torch backend computes
+    `E[x^2] - E[x]^2`, which loses the variance of data around 3000 with a
+    standard deviation of 1 in float32).
+
+    It computes Keras's way on TensorFlow and JAX (whose compilers fuse it
+    themselves), and on torch where the kernel does not apply or would
+    need copies: with a mask, `renorm`, variables that are not float32,
+    input dtypes other than float16, bfloat16 and float32, channels on an
+    axis other than 1 or the last of a rank-4 or rank-5 input, a single
+    value per channel in training, moving statistics that require a
+    gradient (in a functional training loop), or under torch.compile
+    (whose Inductor fuses Keras's computation itself).
 
     Args:
         axis: The channels axis (the one not normalized over): -1 for
@@ -90,10 +100,11 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
         rank = len(inputs.shape)
         axis = self.axis % rank
-        x = inputs
+        x = keras.ops.convert_to_tensor(inputs)  # a stateless call's array
         if axis != 1:
-            # The channels-first view of a channels-last input (for NHWC
-            # memory, an NCHW tensor in channels-last memory format).
+            # The channels-first view of a rank-4 or rank-5 channels-last
+            # input (for NHWC memory, an NCHW tensor in channels-last
+            # memory format).
             x = torch.movedim(x, axis, 1)
         gamma = self.gamma.value if self.scale else None
         beta = self.beta.value if self.center else None
@@ -137,9 +148,17 @@ class BatchNormalization(keras.layers.BatchNormalization):
         if any(keras.backend.standardize_dtype(v.dtype) != "float32"
                for v in self.weights):
             return False
+        rank = len(inputs.shape)
+        if self.axis % rank != 1 and not (
+                rank in (4, 5) and self.axis % rank == rank - 1):
+            # The channels-first view of the input would not be contiguous
+            # in any memory format: torch would copy it, and the output.
+            return False
         if training and self.trainable:
             # PyTorch refuses a batch of one value per channel (Keras gives
             # a variance of 0).
-            channels = inputs.shape[self.axis]
-            return inputs.numel() > channels
-        return True
+            return math.prod(inputs.shape) > inputs.shape[self.axis]
+        # The kernel takes the moving statistics as buffers, which it does
+        # not differentiate.
+        return not (self.moving_mean.value.requires_grad
+                    or self.moving_variance.value.requires_grad)
